@@ -1,0 +1,194 @@
+"""Codec for the native MQTT JSON topics: ``{prefix}/{device_id}/event|telemetry|status``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
+
+from devices.codec import Rejected, RejectReason
+from devices.models import (
+    DEVICE_ID_RE,
+    DeviceState,
+    Event,
+    EventType,
+    Reading,
+    Status,
+    Telemetry,
+)
+
+METRIC_NAME_MAX = 32
+MAX_METRICS = 64
+# A device clock this far off is wrong (RTC reset, no NTP): the gateway's receive time is used
+# instead, and the device's value is kept in the stored payload.
+MAX_FUTURE = timedelta(hours=1)
+MAX_PAST = timedelta(days=366)
+
+
+class Kind(StrEnum):
+    EVENT = "event"
+    TELEMETRY = "telemetry"
+    STATUS = "status"
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    device_id: str
+    kind: Kind
+
+
+def parse_topic(topic: str, prefix: str) -> Topic:
+    parts = topic.split("/")
+    if len(parts) != 3 or parts[0] != prefix:
+        raise Rejected(RejectReason.BAD_TOPIC, f"unexpected topic {topic[:128]!r}")
+    device_id, kind = parts[1], parts[2]
+    if not DEVICE_ID_RE.match(device_id):
+        raise Rejected(RejectReason.BAD_DEVICE_ID, f"invalid device id {device_id[:80]!r}")
+    try:
+        return Topic(device_id, Kind(kind))
+    except ValueError:
+        raise Rejected(RejectReason.BAD_TOPIC, f"unknown message kind {kind[:32]!r}") from None
+
+
+Battery = Annotated[StrictInt, Field(ge=0, le=100)]
+Seq = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
+
+
+class _EventIn(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    id: Annotated[StrictStr, Field(min_length=1, max_length=128)] | None = None
+    seq: Seq | None = None
+    ts: datetime | None = None
+    type: EventType
+    battery: Battery | None = None
+
+
+class _TelemetryIn(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    ts: datetime | None = None
+    seq: Seq | None = None
+    metrics: dict[str, StrictFloat]
+
+    @field_validator("metrics")
+    @classmethod
+    def _check_metrics(cls, metrics: dict[str, float]) -> dict[str, float]:
+        if not metrics:
+            raise ValueError("metrics is empty")
+        if len(metrics) > MAX_METRICS:
+            raise ValueError(f"more than {MAX_METRICS} metrics")
+        for name, value in metrics.items():
+            if not (0 < len(name) <= METRIC_NAME_MAX) or not name.replace("_", "a").isalnum():
+                raise ValueError(f"bad metric name {name[:40]!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"metric {name} is not a finite number")
+        return metrics
+
+
+class _StatusIn(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    state: DeviceState
+    fw: Annotated[StrictStr, Field(max_length=64)] | None = None
+    battery: Battery | None = None
+
+
+def _explain(err: ValidationError) -> str:
+    first = err.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in first["loc"]) or "payload"
+    return f"{where}: {first['msg']}"
+
+
+def _device_time(ts: datetime | None, received_at: datetime) -> tuple[datetime, bool]:
+    """The instant to store, and whether the device's own clock had to be overruled."""
+    if ts is None:
+        return received_at, False
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)  # devices without a zone send UTC (SPEC: ISO-8601 or epoch)
+    if ts > received_at + MAX_FUTURE or ts < received_at - MAX_PAST:
+        return received_at, True
+    return ts, False
+
+
+def _load_json(payload: bytes) -> Any:
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise Rejected(RejectReason.MALFORMED_JSON, str(exc)[:160]) from None
+
+
+def decode(
+    topic: Topic, payload: bytes, received_at: datetime, *, max_bytes: int
+) -> Event | Telemetry | Status:
+    """Decode one native MQTT message; raise ``Rejected`` for anything malformed."""
+    if len(payload) > max_bytes:
+        raise Rejected(RejectReason.OVERSIZE, f"{len(payload)} bytes > limit {max_bytes}")
+    if topic.kind is Kind.STATUS:
+        return _decode_status(topic.device_id, payload, received_at)
+    data = _load_json(payload)
+    if not isinstance(data, dict):
+        raise Rejected(RejectReason.INVALID_PAYLOAD, "payload is not a JSON object")
+    try:
+        if topic.kind is Kind.EVENT:
+            return _decode_event(topic.device_id, data, payload, received_at)
+        return _decode_telemetry(topic.device_id, data, received_at)
+    except ValidationError as err:
+        raise Rejected(RejectReason.INVALID_PAYLOAD, _explain(err)) from None
+
+
+def _decode_event(device_id: str, data: dict[str, Any], raw: bytes, received_at: datetime) -> Event:
+    msg = _EventIn.model_validate(data)
+    ts, overruled = _device_time(msg.ts, received_at)
+    stored = raw.decode("utf-8")
+    if overruled:
+        stored = orjson.dumps({**data, "_device_ts": data.get("ts"), "ts": ts.isoformat()}).decode()
+    return Event(
+        device_id=device_id,
+        type=msg.type,
+        ts=ts,
+        received_at=received_at,
+        event_id=msg.id,
+        seq=msg.seq,
+        battery=msg.battery,
+        source="mqtt",
+        payload=stored,
+    )
+
+
+def _decode_telemetry(device_id: str, data: dict[str, Any], received_at: datetime) -> Telemetry:
+    msg = _TelemetryIn.model_validate(data)
+    ts, _ = _device_time(msg.ts, received_at)
+    readings = tuple(
+        Reading(device_id=device_id, metric=name, ts=ts, value=float(value))
+        for name, value in msg.metrics.items()
+    )
+    return Telemetry(
+        device_id=device_id, ts=ts, received_at=received_at, readings=readings, seq=msg.seq
+    )
+
+
+def _decode_status(device_id: str, payload: bytes, received_at: datetime) -> Status:
+    stripped = payload.strip()
+    # Many devices put a bare word in their will; accept it as well as the JSON form.
+    if stripped in (b"online", b"offline"):
+        return Status(device_id, DeviceState(stripped.decode()), received_at)
+    data = _load_json(payload)
+    if not isinstance(data, dict):
+        raise Rejected(RejectReason.INVALID_PAYLOAD, "payload is not a JSON object")
+    try:
+        msg = _StatusIn.model_validate(data)
+    except ValidationError as err:
+        raise Rejected(RejectReason.INVALID_PAYLOAD, _explain(err)) from None
+    return Status(device_id, msg.state, received_at, fw=msg.fw, battery=msg.battery)

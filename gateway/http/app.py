@@ -1,0 +1,51 @@
+"""The HTTP surface: health, readiness and Prometheus metrics (the API grows here)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from gateway.metrics import Metrics
+
+READY_TIMEOUT = 2.0
+
+
+class ReadinessSource(Protocol):
+    metrics: Metrics
+
+    async def readiness(self) -> dict[str, dict[str, object]]:
+        """Per component: {"ok": bool, ...detail}."""
+
+
+def create_app(gateway: ReadinessSource) -> FastAPI:
+    app = FastAPI(
+        title="scgw — Smart Community Gateway",
+        summary="Emergency callers and building sensors to alerts, with no loss",
+        version="0.1.0",
+    )
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        """The process is up and serving."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz() -> JSONResponse:
+        """Broker and database reachable (503 with the failing part otherwise)."""
+        try:
+            checks = await asyncio.wait_for(gateway.readiness(), READY_TIMEOUT)
+        except TimeoutError:
+            checks = {"readiness": {"ok": False, "error": "checks timed out"}}
+        ready = all(bool(c.get("ok")) for c in checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["ops"])
+    async def metrics() -> Response:
+        """Prometheus text exposition."""
+        return Response(gateway.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

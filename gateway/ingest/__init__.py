@@ -1,0 +1,1 @@
+"""Ingest: source lanes → codec → durable store → ack."""

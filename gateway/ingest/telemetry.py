@@ -1,0 +1,134 @@
+"""The telemetry lane: batches of readings and statuses, one transaction, then in-order acks."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from devices.codec import Rejected, RejectReason
+from devices.health import health_of, merge
+from devices.models import DeviceHealth, Event, PendingSighting, Reading, Status, Telemetry
+from devices.mqtt_json import Kind, decode, parse_topic
+from devices.registry import RegistryCache
+from gateway.ingest.common import RejectionLog, write_durably
+from gateway.metrics import Metrics
+from gateway.mqtt.lane import Inbound, MqttLane
+from gateway.rate_limit import DeviceRateLimiter
+from gateway.storage.base import Store
+
+log = logging.getLogger(__name__)
+
+LANE = "telemetry"
+SYS_DROPPED = "$SYS/broker/publish/messages/dropped"
+
+
+class TelemetryIngest:
+    def __init__(
+        self,
+        *,
+        lane: MqttLane,
+        store: Store,
+        registry: RegistryCache,
+        metrics: Metrics,
+        prefix: str,
+        max_payload_bytes: int,
+        batch_max_rows: int,
+        batch_max_delay: float,
+        limiter: DeviceRateLimiter,
+    ) -> None:
+        self._lane = lane
+        self._store = store
+        self._registry = registry
+        self._metrics = metrics
+        self._prefix = prefix
+        self._max_bytes = max_payload_bytes
+        self._batch_max_rows = batch_max_rows
+        self._batch_max_delay = batch_max_delay
+        self._limiter = limiter
+        self._reject = RejectionLog(metrics, LANE)
+
+    async def run(self) -> None:
+        while True:
+            batch = await self._lane.get_batch(self._batch_max_rows, self._batch_max_delay)
+            self._metrics.queue_depth.labels(lane=LANE).set(self._lane.depth)
+            await self.handle_batch(batch)
+
+    async def handle_batch(self, batch: list[Inbound]) -> None:
+        self._metrics.received.labels(lane=LANE).inc(len(batch))
+        readings: list[Reading] = []
+        health: dict[str, DeviceHealth] = {}
+        pending: list[PendingSighting] = []
+        stored_kinds = {"telemetry": 0, "status": 0}
+
+        for message in batch:
+            if message.topic.startswith("$SYS/"):
+                self._broker_stat(message)
+                continue
+            try:
+                decoded = await self._decode(message)
+            except Rejected as rejection:
+                self._reject(message.topic, rejection)
+                continue
+            if isinstance(decoded, PendingSighting):
+                pending.append(decoded)
+                continue
+            if isinstance(decoded, Telemetry):
+                readings.extend(decoded.readings)
+                stored_kinds["telemetry"] += 1
+            else:
+                stored_kinds["status"] += 1
+            seen = health_of(decoded)
+            before = health.get(seen.device_id)
+            health[seen.device_id] = seen if before is None else merge(before, seen)
+
+        if readings or health:
+            result = await write_durably(
+                self._metrics,
+                LANE,
+                lambda: self._store.store_batch(readings, list(health.values())),
+            )
+            self._metrics.readings_stored.inc(result.readings_new)
+            if result.readings_duplicate:
+                self._metrics.duplicates.labels(kind="reading").inc(result.readings_duplicate)
+        if pending:
+            await write_durably(self._metrics, LANE, lambda: self._store.record_pending(pending))
+            self._metrics.pending.inc(len(pending))
+        for kind, count in stored_kinds.items():
+            if count:
+                self._metrics.stored.labels(kind=kind).inc(count)
+        self._metrics.batch_size.observe(len(batch))
+
+        now = time.monotonic()
+        for message in batch:  # in arrival order, all after the commit
+            self._lane.ack(message)
+            self._metrics.ack_lag.labels(lane=LANE).observe(now - message.received_mono)
+
+    async def _decode(self, message: Inbound) -> Telemetry | Status | PendingSighting:
+        topic = parse_topic(message.topic, self._prefix)
+        if topic.kind is Kind.EVENT:
+            raise Rejected(RejectReason.BAD_TOPIC, "event on the telemetry lane")
+        if not self._limiter.allow(topic.device_id):
+            raise Rejected(RejectReason.RATE_LIMITED, f"{topic.device_id} over its rate limit")
+        decoded = decode(topic, message.payload, message.received_at, max_bytes=self._max_bytes)
+        assert not isinstance(decoded, Event)
+        known = self._registry.cached(topic.device_id)
+        if known is None:
+            known = await write_durably(
+                self._metrics, LANE, lambda: self._registry.is_known(topic.device_id)
+            )
+        if not known:
+            self._reject(message.topic, Rejected(RejectReason.UNKNOWN_DEVICE, topic.device_id))
+            return PendingSighting(
+                topic.device_id,
+                decoded.ts,
+                topic.kind.value,
+                message.payload.decode("utf-8", "replace")[:4096],
+            )
+        return decoded
+
+    def _broker_stat(self, message: Inbound) -> None:
+        if message.topic == SYS_DROPPED:
+            try:
+                self._metrics.broker_dropped.set(float(message.payload))
+            except ValueError:
+                log.debug("unparseable $SYS value on %s", message.topic)

@@ -1,0 +1,81 @@
+"""Prometheus metrics of one gateway instance.
+
+Each instance has its own registry, so tests and an embedded demo never mix their counts.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from devices.codec import RejectReason
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.received = Counter(
+            "scgw_messages_received", "Messages taken from a source", ["lane"], registry=r
+        )
+        self.stored = Counter(
+            "scgw_messages_stored", "Messages durably stored", ["kind"], registry=r
+        )
+        self.duplicates = Counter(
+            "scgw_duplicates", "Redelivered or repeated messages absorbed", ["kind"], registry=r
+        )
+        self.rejected = Counter(
+            "scgw_messages_rejected", "Inputs refused, by reason", ["lane", "reason"], registry=r
+        )
+        self.readings_stored = Counter(
+            "scgw_readings_stored", "Telemetry data points stored", registry=r
+        )
+        self.pending = Counter(
+            "scgw_pending_sightings", "Messages from devices not in the registry", registry=r
+        )
+        self.batch_size = Histogram(
+            "scgw_batch_size",
+            "Telemetry messages per committed batch",
+            buckets=(1, 10, 50, 100, 500, 1000, 2500, 5000, 10000),
+            registry=r,
+        )
+        self.ack_lag = Histogram(
+            "scgw_ack_lag_seconds",
+            "From receipt to PUBACK (after the durable write)",
+            ["lane"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "scgw_queue_depth", "Messages received but not yet acked", ["lane"], registry=r
+        )
+        self.connected = Gauge(
+            "scgw_mqtt_connected",
+            "1 while the lane's broker connection is up",
+            ["lane"],
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "scgw_store_errors",
+            "Failed durable writes (retried; nothing acked)",
+            ["lane"],
+            registry=r,
+        )
+        self.broker_dropped = Gauge(
+            "scgw_broker_dropped_messages",
+            "Broker-reported dropped publishes ($SYS/broker/publish/messages/dropped)",
+            registry=r,
+        )
+        self.task_restarts = Counter(
+            "scgw_task_restarts", "Supervised background task restarts", ["task"], registry=r
+        )
+        for reason in RejectReason:
+            for lane in ("event", "telemetry"):
+                self.rejected.labels(lane=lane, reason=reason.value)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def value(self, name: str, **labels: str) -> float:
+        """Current value of one sample (for /readyz detail and tests); 0 when absent."""
+        got = self.registry.get_sample_value(name, labels)
+        return got if got is not None else 0.0

@@ -1,0 +1,294 @@
+"""One MQTT connection ("lane") that hands messages to asyncio and acks only when told.
+
+Why paho directly: aiomqtt 2.5.1 acks QoS 1 as soon as a message is queued in memory, so a
+crash loses what is queued (FIELD_NOTES). Here every message is PUBACKed by the consumer after
+its durable write, in arrival order, over a persistent MQTT v5 session (clean_start=False and a
+session expiry), so the broker redelivers anything not yet acked after a crash.
+
+paho runs its network loop in its own thread; received messages cross to the event loop through
+a deque and a wake-up that is only scheduled when the consumer may be waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A message as the broker delivered it, with what is needed to ack it later."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    mid: int
+    generation: int
+    received_at: datetime
+    received_mono: float
+    dup: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    tls: bool
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerAddress:
+        parts = urlsplit(url)
+        tls = parts.scheme in ("mqtts", "ssl")
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or (8883 if tls else 1883),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=tls,
+        )
+
+
+class MqttLane:
+    """A persistent-session subscriber with manual, in-order acknowledgement."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        url: str,
+        client_id: str,
+        subscriptions: list[str],
+        receive_maximum: int,
+        session_expiry: float,
+        keepalive: int = 30,
+        protocol: str = "5",
+        on_connection_change: Callable[[str, bool], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.client_id = client_id
+        self._address = BrokerAddress.parse(url)
+        self._subscriptions = subscriptions
+        self._receive_maximum = receive_maximum
+        self._session_expiry = int(session_expiry)
+        self._keepalive = keepalive
+        self._v5 = protocol == "5"
+        self._on_connection_change = on_connection_change
+        self._items: collections.deque[Inbound] = collections.deque()
+        self._wake = asyncio.Event()
+        self._signalled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Guards the generation against a reconnect between "is this ack current?" and the
+        # ack itself: a PUBACK carrying an old connection's packet id would ack a different
+        # message on the new connection.
+        self._ack_lock = threading.Lock()
+        self._generation = 0
+        self._connected = threading.Event()
+        self._client: mqtt.Client | None = None
+        self.last_error: str | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self._v5:
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=self.client_id,
+                protocol=mqtt.MQTTv5,
+                manual_ack=True,
+            )
+        else:
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=self.client_id,
+                protocol=mqtt.MQTTv311,
+                clean_session=False,
+                manual_ack=True,
+            )
+        if self._address.username is not None:
+            client.username_pw_set(self._address.username, self._address.password)
+        if self._address.tls:
+            client.tls_set_context(ssl.create_default_context())
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        if self._v5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = self._session_expiry
+            props.ReceiveMaximum = self._receive_maximum
+            # clean_start=False on every connect: paho's default (clean on the first connect
+            # of each process) would wipe the session, and with it what a crash left unacked.
+            client.connect_async(
+                self._address.host,
+                self._address.port,
+                keepalive=self._keepalive,
+                clean_start=False,
+                properties=props,
+            )
+        else:
+            client.connect_async(self._address.host, self._address.port, keepalive=self._keepalive)
+        self._client = client
+        client.loop_start()
+
+    async def stop(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        # Unacked messages stay in the broker's session and come back on the next start.
+        client.disconnect()
+        await asyncio.to_thread(client.loop_stop)
+        self._set_connected(False)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def depth(self) -> int:
+        return len(self._items)
+
+    # -- consuming --------------------------------------------------------------------------
+    async def get(self) -> Inbound:
+        while not self._items:
+            await self._sleep_until_woken()
+        return self._items.popleft()
+
+    async def get_batch(self, max_items: int, max_delay: float) -> list[Inbound]:
+        """Wait for one message, then gather more until ``max_items`` or ``max_delay``."""
+        first = await self.get()
+        batch = [first]
+        deadline = time.monotonic() + max_delay
+        while len(batch) < max_items:
+            while self._items and len(batch) < max_items:
+                batch.append(self._items.popleft())
+            remaining = deadline - time.monotonic()
+            if len(batch) >= max_items or remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(self._sleep_until_woken(), remaining)
+            except TimeoutError:
+                break
+        return batch
+
+    async def _sleep_until_woken(self) -> None:
+        self._wake.clear()
+        self._signalled = False
+        if self._items:
+            return
+        await self._wake.wait()
+
+    def ack(self, message: Inbound) -> bool:
+        """PUBACK one stored message. False when its connection is gone (the broker will
+        redeliver it, and the store absorbs the duplicate)."""
+        if message.qos == 0:
+            return True
+        with self._ack_lock:
+            client = self._client
+            if client is None or message.generation != self._generation:
+                return False
+            rc = client.ack(message.mid, message.qos)
+        return rc == mqtt.MQTT_ERR_SUCCESS
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        """Queue a downlink publish on this lane's connection (paho retries it on reconnect)."""
+        if self._client is None:
+            raise RuntimeError(f"lane {self.name} is not started")
+        self._client.publish(topic, payload, qos=qos, retain=retain)
+
+    # -- paho callbacks (paho's thread) -----------------------------------------------------
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            self.last_error = f"broker refused connection: {reason_code}"
+            log.error("mqtt lane %s: %s", self.name, self.last_error)
+            return
+        self.last_error = None
+        if self._v5:
+            options = SubscribeOptions(qos=1)
+            client.subscribe([(topic, options) for topic in self._subscriptions])
+        else:
+            client.subscribe([(topic, 1) for topic in self._subscriptions])
+        log.info(
+            "mqtt lane %s connected to %s:%d as %s (session present: %s)",
+            self.name,
+            self._address.host,
+            self._address.port,
+            self.client_id,
+            flags.session_present,
+        )
+        self._set_connected(True)
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        with self._ack_lock:
+            self._generation += 1
+        if self._client is not None:
+            self.last_error = f"disconnected: {reason_code}"
+            log.warning("mqtt lane %s %s; reconnecting", self.name, self.last_error)
+        self._set_connected(False)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        # The raw topic, decoded leniently: a topic that is not UTF-8 must become a counted
+        # rejection downstream, not an exception that would end paho's network thread.
+        topic = bytes(msg._topic).decode("utf-8", errors="replace")
+        self._items.append(
+            Inbound(
+                topic=topic,
+                payload=bytes(msg.payload),
+                qos=msg.qos,
+                mid=msg.mid,
+                generation=self._generation,
+                received_at=datetime.now(UTC),
+                received_mono=time.monotonic(),
+                dup=bool(msg.dup),
+            )
+        )
+        if not self._signalled and self._loop is not None:
+            self._signalled = True
+            self._call_in_loop(self._wake.set)
+
+    def _set_connected(self, up: bool) -> None:
+        if up:
+            self._connected.set()
+        else:
+            self._connected.clear()
+        if self._on_connection_change is not None:
+            self._call_in_loop(self._on_connection_change, self.name, up)
+
+    def _call_in_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return  # shutting down: nothing is waiting any more
+        loop.call_soon_threadsafe(fn, *args)

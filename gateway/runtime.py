@@ -1,0 +1,234 @@
+"""The gateway process: store, registry, MQTT lanes, ingest tasks and HTTP, in one TaskGroup.
+
+Start order: HTTP first (so /healthz and /readyz answer while the database is still being
+reached), then the store (retried until it opens), then the lanes and their ingest tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from devices.registry import RegistryCache
+from gateway.config import ConfigError, Settings, redact_url
+from gateway.http.app import create_app
+from gateway.http.server import EmbeddedServer, bind_socket, make_server
+from gateway.ingest.events import EventIngest
+from gateway.ingest.telemetry import SYS_DROPPED, TelemetryIngest
+from gateway.metrics import Metrics
+from gateway.mqtt.lane import MqttLane
+from gateway.rate_limit import DeviceRateLimiter
+from gateway.storage.base import Store, StoreError
+from gateway.storage.factory import open_store
+from gateway.supervisor import TaskHealth, supervise
+
+log = logging.getLogger(__name__)
+
+STORE_RETRY_MAX = 10.0
+
+
+@dataclass(slots=True)
+class _Parts:
+    lanes: list[MqttLane] = field(default_factory=list)
+    events: EventIngest | None = None
+    telemetry: TelemetryIngest | None = None
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metrics: Metrics | None = None,
+        http: bool = True,
+        http_socket: socket.socket | None = None,
+    ) -> None:
+        if settings.mqtt.url is None:
+            raise ConfigError("config error: [mqtt] url is required for `scgw run`")
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.store: Store = open_store(settings.database.url)
+        self.registry = RegistryCache(self.store, recheck=settings.ingest.unknown_recheck)
+        self.limiter = DeviceRateLimiter(
+            rate=settings.ingest.device_rate, burst=settings.ingest.device_burst
+        )
+        self.parts = _Parts()
+        self.tasks: dict[str, TaskHealth] = {}
+        self.started = asyncio.Event()
+        self.store_open = False
+        self._stop = asyncio.Event()
+        self._http = http
+        self._http_socket = http_socket
+        self._server: EmbeddedServer | None = None
+        self._task_refs: set[asyncio.Task[None]] = set()
+
+    # -- control ----------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Run until ``request_stop()`` (or cancellation); then stop in order."""
+        sock = self._http_socket
+        if self._http and sock is None:
+            http = self.settings.http
+            try:
+                sock = bind_socket(http.host, http.port)
+            except OSError as exc:
+                raise ConfigError(
+                    f"config error: [http] bind = {http.bind!r}: cannot listen ({exc.strerror})"
+                ) from None
+        try:
+            async with asyncio.TaskGroup() as tg:
+                if sock is not None:
+                    self._server = make_server(create_app(self), "", 0)
+                    self._spawn(tg, "http", self._serve_http(self._server, sock))
+                self._spawn(tg, "startup", self._start_ingest(tg))
+                await self._stop.wait()
+                if self._server is not None:
+                    self._server.should_exit = True
+                for task in list(self._task_refs):
+                    if task.get_name() != "http":
+                        task.cancel()
+        finally:
+            for lane in self.parts.lanes:
+                await lane.stop()
+            await self.store.close()
+            if sock is not None:
+                sock.close()
+            log.info("gateway stopped")
+
+    def _spawn(self, tg: asyncio.TaskGroup, name: str, coro: Awaitable[None]) -> None:
+        async def wrap() -> None:
+            await coro
+
+        task = tg.create_task(wrap(), name=name)
+        self._task_refs.add(task)
+        task.add_done_callback(self._task_refs.discard)
+
+    def _supervised(
+        self, tg: asyncio.TaskGroup, name: str, run: Callable[[], Awaitable[None]]
+    ) -> None:
+        health = self.tasks.setdefault(name, TaskHealth(name))
+        self._spawn(tg, name, supervise(health, run, self.metrics))
+
+    async def _serve_http(self, server: EmbeddedServer, sock: socket.socket) -> None:
+        await server.serve(sockets=[sock])
+
+    # -- startup ----------------------------------------------------------------------------
+    async def _open_store(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self.store.open()
+                self.store_open = True
+                return
+            except StoreError as exc:
+                log.warning(
+                    "database %s not reachable (%s); retrying in %.1fs",
+                    redact_url(self.settings.database.url),
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, STORE_RETRY_MAX)
+
+    async def _start_ingest(self, tg: asyncio.TaskGroup) -> None:
+        await self._open_store()
+        await self.registry.load()
+        cfg = self.settings.mqtt
+        assert cfg.url is not None
+        share = f"$share/{cfg.shared_group}/" if cfg.shared_group else ""
+        event_lane = MqttLane(
+            name="event",
+            url=cfg.url,
+            client_id=f"{cfg.client_id}-event",
+            subscriptions=[f"{share}{cfg.prefix}/+/event"],
+            receive_maximum=cfg.event_inflight,
+            session_expiry=cfg.session_expiry,
+            keepalive=cfg.keepalive,
+            protocol=cfg.protocol,
+            on_connection_change=self._lane_changed,
+        )
+        telemetry_lane = MqttLane(
+            name="telemetry",
+            url=cfg.url,
+            client_id=f"{cfg.client_id}-telemetry",
+            subscriptions=[
+                f"{share}{cfg.prefix}/+/telemetry",
+                f"{share}{cfg.prefix}/+/status",
+                SYS_DROPPED,
+            ],
+            receive_maximum=cfg.telemetry_inflight,
+            session_expiry=cfg.session_expiry,
+            keepalive=cfg.keepalive,
+            protocol=cfg.protocol,
+            on_connection_change=self._lane_changed,
+        )
+        self.parts.lanes = [event_lane, telemetry_lane]
+        self.parts.events = EventIngest(
+            lane=event_lane,
+            store=self.store,
+            registry=self.registry,
+            metrics=self.metrics,
+            prefix=cfg.prefix,
+            max_payload_bytes=cfg.max_payload_bytes,
+        )
+        self.parts.telemetry = TelemetryIngest(
+            lane=telemetry_lane,
+            store=self.store,
+            registry=self.registry,
+            metrics=self.metrics,
+            prefix=cfg.prefix,
+            max_payload_bytes=cfg.max_payload_bytes,
+            batch_max_rows=self.settings.database.batch_max_rows,
+            batch_max_delay=self.settings.database.batch_max_delay,
+            limiter=self.limiter,
+        )
+        self._supervised(tg, "event-ingest", self.parts.events.run)
+        self._supervised(tg, "telemetry-ingest", self.parts.telemetry.run)
+        for lane in self.parts.lanes:
+            await lane.start()
+        self.started.set()
+        log.info(
+            "gateway ingesting from %s into %s",
+            redact_url(cfg.url),
+            redact_url(self.settings.database.url),
+        )
+
+    def _lane_changed(self, lane: str, up: bool) -> None:
+        self.metrics.connected.labels(lane=lane).set(1 if up else 0)
+
+    # -- readiness --------------------------------------------------------------------------
+    async def readiness(self) -> dict[str, dict[str, object]]:
+        checks: dict[str, dict[str, object]] = {}
+        lanes = self.parts.lanes
+        checks["broker"] = {
+            "ok": bool(lanes) and all(lane.connected for lane in lanes),
+            "lanes": {
+                lane.name: {
+                    "connected": lane.connected,
+                    "queued": lane.depth,
+                    "error": lane.last_error,
+                }
+                for lane in lanes
+            },
+        }
+        if not self.store_open:
+            checks["database"] = {"ok": False, "error": "not open yet"}
+        else:
+            try:
+                await self.store.ping()
+                checks["database"] = {"ok": True, "backend": self.store.backend}
+            except StoreError as exc:
+                checks["database"] = {"ok": False, "error": str(exc)}
+        checks["tasks"] = {
+            "ok": all(t.running for t in self.tasks.values()) and bool(self.tasks),
+            **{
+                t.name: {"running": t.running, "restarts": t.restarts, "last_error": t.last_error}
+                for t in self.tasks.values()
+            },
+        }
+        return checks

@@ -1,0 +1,198 @@
+"""The native MQTT JSON codec: what devices send, and every way they get it wrong."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from devices.codec import Rejected, RejectReason
+from devices.models import DeviceState, Event, EventType, Status, Telemetry
+from devices.mqtt_json import Kind, Topic, decode, parse_topic
+
+NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+LIMIT = 4096
+
+
+def _decode(kind: Kind, payload: bytes | str, device: str = "btn-1") -> object:
+    raw = payload.encode() if isinstance(payload, str) else payload
+    return decode(Topic(device, kind), raw, NOW, max_bytes=LIMIT)
+
+
+def _reason(kind: Kind, payload: bytes | str) -> RejectReason:
+    with pytest.raises(Rejected) as info:
+        _decode(kind, payload)
+    return info.value.reason
+
+
+def test_topic_parsing() -> None:
+    assert parse_topic("scgw/btn-0101/event", "scgw") == Topic("btn-0101", Kind.EVENT)
+    assert parse_topic("site/x_1/telemetry", "site").kind is Kind.TELEMETRY
+
+
+@pytest.mark.parametrize(
+    ("topic", "reason"),
+    [
+        ("scgw/btn/event/extra", RejectReason.BAD_TOPIC),
+        ("other/btn/event", RejectReason.BAD_TOPIC),
+        ("scgw/btn/alarm", RejectReason.BAD_TOPIC),
+        ("scgw/bad id/event", RejectReason.BAD_DEVICE_ID),
+        ("scgw/" + "a" * 65 + "/event", RejectReason.BAD_DEVICE_ID),
+        ("scgw//event", RejectReason.BAD_DEVICE_ID),
+        ("scgw/设备/event", RejectReason.BAD_DEVICE_ID),
+    ],
+)
+def test_bad_topics_are_rejected(topic: str, reason: RejectReason) -> None:
+    with pytest.raises(Rejected) as info:
+        parse_topic(topic, "scgw")
+    assert info.value.reason is reason
+
+
+def test_full_event() -> None:
+    payload = {
+        "id": "e1",
+        "seq": 7,
+        "ts": "2026-11-27T15:59:00+08:00",
+        "type": "sos",
+        "battery": 80,
+        "extra": {"x": 1},
+    }
+    event = _decode(Kind.EVENT, orjson.dumps(payload))
+    assert isinstance(event, Event)
+    assert event.type is EventType.SOS
+    assert event.ts == datetime(2026, 11, 27, 7, 59, tzinfo=UTC)
+    assert (event.event_id, event.seq, event.battery) == ("e1", 7, 80)
+    assert event.dedup_key == "id:e1"
+    assert orjson.loads(event.payload)["extra"] == {"x": 1}  # raw payload kept
+
+
+def test_event_without_ts_takes_receive_time_and_seq_dedup() -> None:
+    event = _decode(Kind.EVENT, '{"type": "fall", "seq": 3}')
+    assert isinstance(event, Event)
+    assert event.ts == NOW
+    assert event.dedup_key == "seq:3:2026-11-27"
+
+
+def test_epoch_seconds_and_naive_iso_are_utc() -> None:
+    epoch = int((NOW - timedelta(minutes=1)).timestamp())
+    event = _decode(Kind.EVENT, f'{{"type": "sos", "ts": {epoch}}}')
+    assert isinstance(event, Event) and event.ts == NOW - timedelta(minutes=1)
+    naive = _decode(Kind.EVENT, '{"type": "sos", "ts": "2026-11-27T07:30:00"}')
+    assert isinstance(naive, Event) and naive.ts == datetime(2026, 11, 27, 7, 30, tzinfo=UTC)
+
+
+def test_device_clock_far_off_is_overruled_but_kept() -> None:
+    event = _decode(Kind.EVENT, '{"type": "sos", "ts": "2001-01-01T00:00:00Z"}')
+    assert isinstance(event, Event)
+    assert event.ts == NOW
+    assert orjson.loads(event.payload)["_device_ts"] == "2001-01-01T00:00:00Z"
+
+
+def test_telemetry() -> None:
+    tel = _decode(
+        Kind.TELEMETRY, '{"ts": 1796803200, "metrics": {"temperature": 21.5, "humidity": 40}}'
+    )
+    assert isinstance(tel, Telemetry)
+    assert {(r.metric, r.value) for r in tel.readings} == {
+        ("temperature", 21.5),
+        ("humidity", 40.0),
+    }
+    assert all(r.ts == tel.ts for r in tel.readings)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ("{not json", RejectReason.MALFORMED_JSON),
+        ("", RejectReason.MALFORMED_JSON),
+        (b"\xff\xfe\x00", RejectReason.MALFORMED_JSON),
+        ("[1, 2]", RejectReason.INVALID_PAYLOAD),
+        ('"sos"', RejectReason.INVALID_PAYLOAD),
+        ('{"metrics": {}}', RejectReason.INVALID_PAYLOAD),
+        ('{"metrics": {"temperature": "hot"}}', RejectReason.INVALID_PAYLOAD),
+        ('{"metrics": {"temperature": true}}', RejectReason.INVALID_PAYLOAD),
+        ('{"metrics": {"temperature": null}}', RejectReason.INVALID_PAYLOAD),
+        ('{"metrics": {"bad name": 1}}', RejectReason.INVALID_PAYLOAD),
+        ('{"metrics": [1, 2]}', RejectReason.INVALID_PAYLOAD),
+        ('{"ts": "yesterday", "metrics": {"t": 1}}', RejectReason.INVALID_PAYLOAD),
+        ('{"seq": -1, "metrics": {"t": 1}}', RejectReason.INVALID_PAYLOAD),
+    ],
+)
+def test_bad_telemetry(payload: str | bytes, reason: RejectReason) -> None:
+    assert _reason(Kind.TELEMETRY, payload) is reason
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        '{"type": "explode"}',
+        '{"type": 1}',
+        "{}",
+        '{"type": "sos", "battery": 101}',
+        '{"type": "sos", "battery": "80"}',
+        '{"type": "sos", "seq": "7"}',
+        '{"type": "sos", "seq": 1.5}',
+        '{"type": "sos", "id": 5}',
+        '{"type": "sos", "id": ""}',
+        '{"type": "sos", "ts": true}',
+    ],
+)
+def test_bad_events(payload: str) -> None:
+    assert _reason(Kind.EVENT, payload) is RejectReason.INVALID_PAYLOAD
+
+
+def test_oversize_is_rejected_before_parsing() -> None:
+    big = b'{"type": "sos", "pad": "' + b"x" * LIMIT + b'"}'
+    assert _reason(Kind.EVENT, big) is RejectReason.OVERSIZE
+
+
+def test_status_json_and_bare_will() -> None:
+    status = _decode(Kind.STATUS, '{"state": "online", "fw": "1.2", "battery": 90}')
+    assert isinstance(status, Status)
+    assert (status.state, status.fw, status.battery) == (DeviceState.ONLINE, "1.2", 90)
+    will = _decode(Kind.STATUS, b"offline")
+    assert isinstance(will, Status) and will.state is DeviceState.OFFLINE
+    assert _reason(Kind.STATUS, '{"state": "sleeping"}') is RejectReason.INVALID_PAYLOAD
+
+
+def test_non_utc_offsets_keep_the_instant() -> None:
+    tz = timezone(timedelta(hours=8))
+    local = datetime(2026, 11, 27, 15, 0, tzinfo=tz)
+    event = _decode(Kind.EVENT, orjson.dumps({"type": "gas", "ts": local.isoformat()}))
+    assert isinstance(event, Event) and event.ts == local
+
+
+@given(kind=st.sampled_from(list(Kind)), payload=st.binary(max_size=300))
+def test_arbitrary_bytes_never_escape_as_anything_but_rejected(kind: Kind, payload: bytes) -> None:
+    try:
+        _decode(kind, payload)
+    except Rejected:
+        pass
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(
+    kind=st.sampled_from(list(Kind)),
+    body=st.dictionaries(
+        st.sampled_from(["id", "seq", "ts", "type", "battery", "metrics", "state", "fw", "x"]),
+        json_values,
+        max_size=6,
+    ),
+)
+def test_arbitrary_json_objects_decode_or_are_rejected(kind: Kind, body: dict[str, object]) -> None:
+    try:
+        result = _decode(kind, orjson.dumps(body))
+    except Rejected:
+        return
+    assert isinstance(result, Event | Telemetry | Status)

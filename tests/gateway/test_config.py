@@ -1,0 +1,123 @@
+"""Config: TOML + env overrides; a bad config names the file, the key and the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, load_settings, parse_duration, redact_url
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "scgw.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_spec_keys_load(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """
+[mqtt]
+url = "mqtt://gw:secret@broker.local:1883"
+[database]
+url = "postgresql://scgw@db/scgw"
+batch_max_delay = "20ms"
+[http]
+bind = "0.0.0.0:8080"
+public_url = "https://desk.example.org"
+[[serial.ports]]
+name = "bus1"
+url = "/dev/ttyUSB0"
+baudrate = 9600
+[sia]
+bind = "0.0.0.0:12128"
+[[sia.accounts]]
+account = "1234"
+""",
+    )
+    settings = load_settings(path)
+    assert settings.mqtt.url == "mqtt://gw:secret@broker.local:1883"
+    assert settings.database.batch_max_delay == pytest.approx(0.02)
+    assert (settings.http.host, settings.http.port) == ("0.0.0.0", 8080)
+    assert settings.serial.ports[0].name == "bus1"
+    assert settings.sia.accounts[0].account == "1234"
+
+
+def test_env_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write(tmp_path, '[http]\nbind = "127.0.0.1:8080"\n')
+    monkeypatch.setenv("SCGW_HTTP__BIND", "127.0.0.1:9999")
+    monkeypatch.setenv("SCGW_DATABASE__URL", "sqlite:///other.db")
+    settings = load_settings(path)
+    assert settings.http.port == 9999
+    assert settings.database.url == "sqlite:///other.db"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "reason"),
+    [
+        ('[mqtt]\nurl = "http://broker"\n', "mqtt.url", "scheme must be mqtt://"),
+        ('[mqtt]\nurll = "mqtt://x"\n', "mqtt.urll", "unknown key"),
+        ('[http]\nbind = "8080"\n', "http.bind", "HOST:PORT"),
+        ('[database]\nurl = "mysql://x"\n', "database.url", "sqlite:///PATH"),
+        ('[database]\nbatch_max_delay = "soon"\n', "database.batch_max_delay", "duration"),
+        ('[[serial.ports]]\nname = "a"\n', "serial.ports.0.url", "Field required"),
+        ('[mqtt]\nkeepalive = "often"\n', "mqtt.keepalive", "integer"),
+    ],
+)
+def test_bad_values_name_file_key_and_reason(
+    tmp_path: Path, text: str, key: str, reason: str
+) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert f"key {key}:" in message
+    assert reason in message
+
+
+def test_duplicate_serial_port_names(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        '[[serial.ports]]\nname = "a"\nurl = "/dev/x"\n'
+        '[[serial.ports]]\nname = "a"\nurl = "/dev/y"\n',
+    )
+    with pytest.raises(ConfigError, match="repeated: a"):
+        load_settings(path)
+
+
+def test_not_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"not valid TOML.*line 1"):
+        load_settings(_write(tmp_path, "[mqtt\nurl="))
+    with pytest.raises(ConfigError, match="file not found"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_bad_env_value_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCGW_MQTT__KEEPALIVE", "x")
+    with pytest.raises(ConfigError, match="SCGW_MQTT__KEEPALIVE"):
+        load_settings(_write(tmp_path, ""))
+
+
+def test_password_never_in_errors(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[mqtt]\nurl = "http://gw:hunter2@broker"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert "hunter2" not in str(info.value)
+    assert redact_url("mqtt://u:p@h:1") == "mqtt://u:***@h:1"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("60s", 60), ("5m", 300), ("50ms", 0.05), ("2h", 7200), ("1d", 86400), (3, 3)],
+)
+def test_durations(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("bad", ["soon", "-5s", True, None, "5 minutes"])
+def test_bad_durations(bad: object) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(bad)
