@@ -41,8 +41,10 @@ class EmbeddedBroker:
                 "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
             },
         }
-        # amqtt logs every connection at INFO; the demo's console is for people.
-        logging.getLogger("amqtt").setLevel(logging.WARNING)
+        # amqtt (and its state machine library) log every connection at INFO; the console is
+        # for people.
+        for name in ("amqtt", "transitions"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         self._broker = Broker(config)
         await self._broker.start()
 

@@ -28,6 +28,7 @@ from gateway.supervisor import TaskHealth, supervise
 log = logging.getLogger(__name__)
 
 STORE_RETRY_MAX = 10.0
+PING_TIMEOUT = 1.0  # below the HTTP handler's own limit, so /readyz names the failing part
 
 
 @dataclass(slots=True)
@@ -220,10 +221,12 @@ class Gateway:
             checks["database"] = {"ok": False, "error": "not open yet"}
         else:
             try:
-                await self.store.ping()
+                await asyncio.wait_for(self.store.ping(), PING_TIMEOUT)
                 checks["database"] = {"ok": True, "backend": self.store.backend}
             except StoreError as exc:
                 checks["database"] = {"ok": False, "error": str(exc)}
+            except TimeoutError:
+                checks["database"] = {"ok": False, "error": f"no answer in {PING_TIMEOUT}s"}
         checks["tasks"] = {
             "ok": all(t.running for t in self.tasks.values()) and bool(self.tasks),
             **{

@@ -1,0 +1,226 @@
+"""PostgreSQL schema: versioned migration steps and the time-partitioning DDL.
+
+``readings`` and ``events`` are split by time in one of two ways, decided once, when version 1
+is created:
+
+* **TimescaleDB** where the extension is available: hypertables with compression and retention
+  policies (see ``TIMESCALE_V1``; untested here, the extension is not installed on CI).
+* **Native** declarative partitioning otherwise: ``PARTITION BY RANGE (time)``, one partition
+  per UTC month, created on demand by the store before a write needs it.
+
+Either way the same views sit on top, so Grafana and analysts see one SQL surface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+# Key for pg_advisory_xact_lock: serialises migrations of one database across processes.
+MIGRATION_LOCK_KEY: Final = 0x5C6_0001
+# Registry upserts read-compare-write; serialise concurrent importers per table.
+UPSERT_LOCK_BASE: Final = 0x5C6_0100
+
+PARTITIONED_TABLES: Final = ("readings", "events")
+
+SCHEMA_VERSION_DDL: Final = (
+    "CREATE TABLE IF NOT EXISTS schema_version ("
+    " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+)
+
+_REGISTRY_AND_STATE: Final[tuple[str, ...]] = (
+    """CREATE TABLE devices (
+        device_id text PRIMARY KEY,
+        type text NOT NULL,
+        name text, resident_id text, building text, unit text, room text,
+        serial_port text, serial_addr bigint, zigbee_name text,
+        sia_account text, sia_zone text,
+        attributes jsonb NOT NULL DEFAULT '{}',
+        created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL)""",
+    "CREATE INDEX devices_resident ON devices (resident_id)",
+    "CREATE INDEX devices_serial ON devices (serial_port, serial_addr)",
+    "CREATE INDEX devices_zigbee ON devices (zigbee_name)",
+    "CREATE INDEX devices_sia ON devices (sia_account, sia_zone)",
+    """CREATE TABLE residents (
+        resident_id text PRIMARY KEY,
+        name text NOT NULL,
+        phone text, building text, unit text, room text, grid text,
+        lives_alone boolean NOT NULL DEFAULT false,
+        medical_notes text,
+        contacts jsonb NOT NULL DEFAULT '[]',
+        attributes jsonb NOT NULL DEFAULT '{}',
+        created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL)""",
+    """CREATE TABLE resident_responders (
+        resident_id text NOT NULL,
+        responder_id text NOT NULL,
+        position integer NOT NULL,
+        PRIMARY KEY (resident_id, responder_id))""",
+    """CREATE TABLE responders (
+        responder_id text PRIMARY KEY,
+        name text NOT NULL,
+        role text NOT NULL,
+        phone text, building text, grid text,
+        channels jsonb NOT NULL DEFAULT '[]',
+        skills jsonb NOT NULL DEFAULT '[]',
+        on_duty text,
+        attributes jsonb NOT NULL DEFAULT '{}',
+        created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL)""",
+    """CREATE TABLE device_state (
+        device_id text PRIMARY KEY,
+        last_seen timestamptz NOT NULL,
+        battery integer,
+        online boolean,
+        online_at timestamptz,
+        fw text,
+        rssi double precision)""",
+    """CREATE TABLE pending_devices (
+        device_id text PRIMARY KEY,
+        first_seen timestamptz NOT NULL,
+        last_seen timestamptz NOT NULL,
+        messages bigint NOT NULL,
+        sos_count bigint NOT NULL,
+        last_kind text NOT NULL,
+        last_payload text NOT NULL)""",
+    # Not partitioned: its key has no time column, and it must be unique across all time.
+    """CREATE TABLE event_keys (
+        device_id text NOT NULL,
+        dedup_key text NOT NULL,
+        time timestamptz NOT NULL,
+        PRIMARY KEY (device_id, dedup_key))""",
+    "CREATE INDEX event_keys_time ON event_keys (time)",
+)
+
+# payload is json, not jsonb: json keeps the device's text byte for byte (what SQLite returns
+# too) and accepts \u0000, which jsonb refuses; an event must never fail on its payload.
+_EVENTS_COLUMNS: Final = """(
+        time timestamptz NOT NULL,
+        device_id text NOT NULL,
+        type text NOT NULL,
+        event_id text NOT NULL,
+        seq bigint,
+        battery integer,
+        source text NOT NULL,
+        payload json NOT NULL,
+        received_at timestamptz NOT NULL)"""
+
+# The primary key (device, metric, time) is also the readings-by-device index: one extra index
+# per row would cost ingest rate, and time-range scans are served by partition pruning.
+_READINGS_COLUMNS: Final = """(
+        time timestamptz NOT NULL,
+        device_id text NOT NULL,
+        metric text NOT NULL,
+        value double precision NOT NULL,
+        PRIMARY KEY (device_id, metric, time))"""
+
+_TIME_INDEXES: Final[tuple[str, ...]] = (
+    "CREATE INDEX events_device_time ON events (device_id, time DESC)",
+    "CREATE INDEX events_time ON events (time DESC)",
+)
+
+NATIVE_V1: Final[tuple[str, ...]] = (
+    f"CREATE TABLE readings {_READINGS_COLUMNS} PARTITION BY RANGE (time)",
+    f"CREATE TABLE events {_EVENTS_COLUMNS} PARTITION BY RANGE (time)",
+    *_TIME_INDEXES,
+)
+
+# --- TimescaleDB (only where the extension exists) --------------------------------------------
+READINGS_COMPRESS_AFTER: Final = "7 days"
+READINGS_RETAIN: Final = "400 days"
+EVENTS_COMPRESS_AFTER: Final = "30 days"
+EVENTS_RETAIN: Final = "1825 days"  # emergency calls are records: five years
+
+TIMESCALE_V1: Final[tuple[str, ...]] = (
+    f"CREATE TABLE readings {_READINGS_COLUMNS}",
+    f"CREATE TABLE events {_EVENTS_COLUMNS}",
+    *_TIME_INDEXES,
+    "SELECT create_hypertable('readings', 'time', chunk_time_interval => INTERVAL '1 day')",
+    "SELECT create_hypertable('events', 'time', chunk_time_interval => INTERVAL '7 days')",
+    "ALTER TABLE readings SET (timescaledb.compress,"
+    " timescaledb.compress_segmentby = 'device_id, metric',"
+    " timescaledb.compress_orderby = 'time DESC')",
+    "ALTER TABLE events SET (timescaledb.compress,"
+    " timescaledb.compress_segmentby = 'device_id', timescaledb.compress_orderby = 'time DESC')",
+    f"SELECT add_compression_policy('readings', INTERVAL '{READINGS_COMPRESS_AFTER}')",
+    f"SELECT add_compression_policy('events', INTERVAL '{EVENTS_COMPRESS_AFTER}')",
+    f"SELECT add_retention_policy('readings', INTERVAL '{READINGS_RETAIN}')",
+    f"SELECT add_retention_policy('events', INTERVAL '{EVENTS_RETAIN}')",
+)
+
+VIEWS_V1: Final[tuple[str, ...]] = (
+    "CREATE VIEW v_readings AS SELECT time, device_id, metric, value FROM readings",
+    "CREATE VIEW v_events AS SELECT time, device_id, type, event_id, payload FROM events",
+    """CREATE VIEW v_devices AS
+        SELECT d.device_id, d.type, d.name, d.resident_id, d.building, d.unit, d.room,
+               s.last_seen, s.battery, COALESCE(s.online, false) AS online
+        FROM devices d LEFT JOIN device_state s ON s.device_id = d.device_id""",
+)
+
+
+def migrations(timescale: bool) -> Sequence[tuple[int, Sequence[str]]]:
+    """(version, statements), strictly increasing. Append new steps; never edit a released one.
+
+    ``timescale`` only matters for a database that has no version 1 yet.
+    """
+    time_tables = TIMESCALE_V1 if timescale else NATIVE_V1
+    return ((1, (*_REGISTRY_AND_STATE, *time_tables, *VIEWS_V1)),)
+
+
+LATEST: Final = migrations(False)[-1][0]
+
+
+# --- native monthly partitions -----------------------------------------------------------------
+@dataclass(frozen=True, slots=True, order=True)
+class Month:
+    year: int
+    month: int
+
+    @classmethod
+    def of(cls, ts: datetime) -> Month:
+        utc = ts.astimezone(UTC)
+        return cls(utc.year, utc.month)
+
+    def next(self) -> Month:
+        return Month(self.year + 1, 1) if self.month == 12 else Month(self.year, self.month + 1)
+
+    def start(self) -> datetime:
+        return datetime(self.year, self.month, 1, tzinfo=UTC)
+
+    def end(self) -> datetime:
+        """Exclusive upper bound; December of year 9999 is capped (datetime cannot go past)."""
+        if self.year == 9999 and self.month == 12:
+            return datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+        return self.next().start()
+
+    def suffix(self) -> str:
+        return f"y{self.year:04d}m{self.month:02d}"
+
+
+def partition_name(table: str, month: Month) -> str:
+    return f"{table}_{month.suffix()}"
+
+
+def create_partition_sql(table: str, month: Month) -> str:
+    # Bounds are rendered with an explicit +00:00 so the session time zone cannot shift them.
+    return (
+        f"CREATE TABLE IF NOT EXISTS {partition_name(table, month)} PARTITION OF {table}"
+        f" FOR VALUES FROM ('{month.start().isoformat()}') TO ('{month.end().isoformat()}')"
+    )
+
+
+PARTITION_NAME_RE: Final = r"^(readings|events)_y(\d{4})m(\d{2})$"
+
+LIST_PARTITIONS_SQL: Final = """
+SELECT p.relname, c.relname
+FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid
+JOIN pg_class p ON p.oid = i.inhparent
+WHERE p.relname = ANY(%s) AND p.relnamespace = current_schema()::regnamespace
+"""
+
+IS_NATIVE_PARTITIONED_SQL: Final = """
+SELECT EXISTS (
+  SELECT 1 FROM pg_partitioned_table t JOIN pg_class c ON c.oid = t.partrelid
+  WHERE c.relname = 'readings' AND c.relnamespace = current_schema()::regnamespace)
+"""
