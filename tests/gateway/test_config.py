@@ -121,3 +121,10 @@ def test_durations(text: str | int, seconds: float) -> None:
 def test_bad_durations(bad: object) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(bad)
+
+
+def test_shipped_example_config_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "config" / "scgw.example.toml"
+    settings = load_settings(example)
+    assert settings.mqtt.client_id == "scgw-gw1"
+    assert settings.database.url.startswith("postgresql://")
