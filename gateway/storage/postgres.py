@@ -44,7 +44,12 @@ Conn = psycopg.AsyncConnection[TupleRow]
 # A CREATE/DROP of a partition needs an exclusive lock on the parent table; waiting behind a
 # long analyst query would stall every writer queued behind us, so give up and let the caller
 # retry instead.
-PARTITION_LOCK_TIMEOUT: Final = "5s"
+PARTITION_LOCK_TIMEOUT: Final = "2s"
+
+# psycopg_pool retries a lost connection with doubling delays until reconnect_timeout (default
+# five minutes): after a long outage the next attempt could be a minute away although the
+# database is back. Giving up early lets the next waiting write start a fresh attempt at once.
+RECONNECT_GIVE_UP_S: Final = 2.0
 
 # Per-connection staging table for COPY; rows vanish at commit, the table stays (no catalog
 # churn per batch, unlike CREATE TEMP TABLE … ON COMMIT DROP).
@@ -288,6 +293,7 @@ class PostgresStore:
             # a fresh connection instead of failing on a dead one.
             check=AsyncConnectionPool.check_connection,
             timeout=self._timeout,
+            reconnect_timeout=RECONNECT_GIVE_UP_S,
             name="scgw-store",
         )
         try:
@@ -412,7 +418,8 @@ class PostgresStore:
             async with self._connection() as conn:
                 for table in schema.PARTITIONED_TABLES:
                     cur = await conn.execute(
-                        "SELECT drop_chunks(%s, older_than => %s)", (table, cutoff)
+                        "SELECT drop_chunks(%s::regclass, older_than => %s::timestamptz)",
+                        (table, cutoff),
                     )
                     dropped.extend(str(r[0]) for r in await cur.fetchall())
                 await conn.execute("DELETE FROM event_keys WHERE time < %s", (cutoff,))
@@ -520,10 +527,11 @@ class PostgresStore:
 
     # -- registry ---------------------------------------------------------------------------
     async def known_device_ids(self) -> set[str]:
-        return {r[0] for r in await self.query("SELECT device_id FROM devices")}
+        return {r[0] for r in await self._fetch("SELECT device_id FROM devices")}
 
     async def device_exists(self, device_id: str) -> bool:
-        return bool(await self.query("SELECT 1 FROM devices WHERE device_id = ?", (device_id,)))
+        rows = await self._fetch("SELECT 1 FROM devices WHERE device_id = %s", (device_id,))
+        return bool(rows)
 
     async def existing_ids(self, table: str, ids: Sequence[str]) -> set[str]:
         key = reg.REGISTRY_KEYS.get(table)
@@ -531,7 +539,7 @@ class PostgresStore:
             raise ValueError(
                 f"existing_ids: unknown table {table!r}; use one of {list(reg.REGISTRY_KEYS)}"
             )
-        rows = await self.query(f"SELECT {key} FROM {table} WHERE {key} = ANY(?)", (list(ids),))
+        rows = await self._fetch(f"SELECT {key} FROM {table} WHERE {key} = ANY(%s)", (list(ids),))
         return {r[0] for r in rows}
 
     async def upsert_devices(self, rows: Sequence[DeviceRecord]) -> UpsertResult:
@@ -615,8 +623,14 @@ class PostgresStore:
             cur = await conn.execute(pg_sql, list(params))
             return await cur.fetchall()
 
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Our own fixed reads: one statement, no read-only transaction around it."""
+        async with self._connection() as conn:
+            cur = await conn.execute(sql, params)
+            return await cur.fetchall()
+
     async def pending_devices(self) -> list[PendingDevice]:
-        rows = await self.query(
+        rows = await self._fetch(
             "SELECT device_id, first_seen, last_seen, messages, sos_count, last_kind,"
             " last_payload FROM pending_devices ORDER BY last_seen DESC, device_id"
         )

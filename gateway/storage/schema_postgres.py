@@ -135,8 +135,11 @@ TIMESCALE_V1: Final[tuple[str, ...]] = (
     f"CREATE TABLE readings {_READINGS_COLUMNS}",
     f"CREATE TABLE events {_EVENTS_COLUMNS}",
     *_TIME_INDEXES,
-    "SELECT create_hypertable('readings', 'time', chunk_time_interval => INTERVAL '1 day')",
-    "SELECT create_hypertable('events', 'time', chunk_time_interval => INTERVAL '7 days')",
+    # No default time index: _TIME_INDEXES already has the ones the queries use.
+    "SELECT create_hypertable('readings', 'time', chunk_time_interval => INTERVAL '1 day',"
+    " create_default_indexes => false)",
+    "SELECT create_hypertable('events', 'time', chunk_time_interval => INTERVAL '7 days',"
+    " create_default_indexes => false)",
     "ALTER TABLE readings SET (timescaledb.compress,"
     " timescaledb.compress_segmentby = 'device_id, metric',"
     " timescaledb.compress_orderby = 'time DESC')",
@@ -182,16 +185,20 @@ class Month:
         return cls(utc.year, utc.month)
 
     def next(self) -> Month:
+        if self.is_last:
+            return self  # nothing after it; its partition is open-ended
         return Month(self.year + 1, 1) if self.month == 12 else Month(self.year, self.month + 1)
 
     def start(self) -> datetime:
         return datetime(self.year, self.month, 1, tzinfo=UTC)
 
+    @property
+    def is_last(self) -> bool:
+        return (self.year, self.month) == (9999, 12)  # datetime's last month
+
     def end(self) -> datetime:
-        """Exclusive upper bound; December of year 9999 is capped (datetime cannot go past)."""
-        if self.year == 9999 and self.month == 12:
-            return datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
-        return self.next().start()
+        """Exclusive upper bound (the last month ends at datetime.max, see is_last)."""
+        return datetime.max.replace(tzinfo=UTC) if self.is_last else self.next().start()
 
     def suffix(self) -> str:
         return f"y{self.year:04d}m{self.month:02d}"
@@ -203,9 +210,10 @@ def partition_name(table: str, month: Month) -> str:
 
 def create_partition_sql(table: str, month: Month) -> str:
     # Bounds are rendered with an explicit +00:00 so the session time zone cannot shift them.
+    upper = "(MAXVALUE)" if month.is_last else f"('{month.end().isoformat()}')"
     return (
         f"CREATE TABLE IF NOT EXISTS {partition_name(table, month)} PARTITION OF {table}"
-        f" FOR VALUES FROM ('{month.start().isoformat()}') TO ('{month.end().isoformat()}')"
+        f" FOR VALUES FROM ('{month.start().isoformat()}') TO {upper}"
     )
 
 

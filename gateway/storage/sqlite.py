@@ -11,6 +11,7 @@ returned survives ``kill -9`` and power loss; each write method is one explicit 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -26,6 +27,8 @@ from gateway.storage import _registry as reg
 from gateway.storage import schema_sqlite as schema
 from gateway.storage._util import as_json_text, fold_pending, parse_utc_text, utc_text
 from gateway.storage.base import BatchResult, PendingDevice, StoreError, UpsertResult
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -211,7 +214,10 @@ class SqliteStore:
             detect_types=sqlite3.PARSE_DECLTYPES,
         )
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            if mode != "wal" and self.path != ":memory:":
+                # Still durable (rollback journal + FULL sync), only slower and less concurrent.
+                log.warning("SQLite %r refused WAL (journal_mode=%s)", self.path, mode)
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
             # 32 MiB page cache (default 2 MiB): the readings index stays in memory.

@@ -148,6 +148,13 @@ def test_bad_events(payload: str) -> None:
     assert _reason(Kind.EVENT, payload) is RejectReason.INVALID_PAYLOAD
 
 
+def test_integers_beyond_64_bits_are_rejected() -> None:
+    assert _reason(Kind.EVENT, '{"type": "sos", "seq": 99999999999999999999999}') in (
+        RejectReason.MALFORMED_JSON,
+        RejectReason.INVALID_PAYLOAD,
+    )
+
+
 def test_oversize_is_rejected_before_parsing() -> None:
     big = b'{"type": "sos", "pad": "' + b"x" * LIMIT + b'"}'
     assert _reason(Kind.EVENT, big) is RejectReason.OVERSIZE
@@ -178,7 +185,11 @@ def test_arbitrary_bytes_never_escape_as_anything_but_rejected(kind: Kind, paylo
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20),
     lambda children: (
         st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
     ),

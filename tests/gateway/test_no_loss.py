@@ -143,11 +143,18 @@ async def test_sigkill_during_stream_loses_nothing_and_stores_once(
 
         expected = (TELEMETRY, TELEMETRY, EVENTS, EVENTS)
 
-        async def complete() -> tuple[int, int, int, int] | None:
-            counts = await _counts(observer)
-            return counts if counts[0] >= TELEMETRY and counts[2] >= EVENTS else None
+        seen: list[tuple[int, int, int, int]] = []
 
-        await wait_for(complete, timeout=90, interval=0.1, message="all messages stored")
+        async def complete() -> bool:
+            counts = await _counts(observer)
+            seen.append(counts)
+            return counts[0] >= TELEMETRY and counts[2] >= EVENTS
+
+        try:
+            await wait_for(complete, timeout=90, interval=0.1, message="all messages stored")
+        except AssertionError as exc:
+            log = gateway_process.log.read_text(errors="replace")[-4000:]
+            raise AssertionError(f"{exc}; counts {seen[-1]}; gateway log tail:\n{log}") from None
         assert await _counts(observer) == expected
         assert gateway_process.stop() == 0
     finally:
