@@ -99,7 +99,7 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event) -> int:
         )
         gateway = Gateway(settings)
         runner = asyncio.create_task(gateway.run(), name="gateway")
-        started = asyncio.create_task(gateway.started.wait())
+        started = asyncio.create_task(gateway.ingesting.wait())
         done, _ = await asyncio.wait(
             {runner, started}, timeout=START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
         )

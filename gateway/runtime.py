@@ -59,6 +59,9 @@ class Gateway:
         self.parts = _Parts()
         self.tasks: dict[str, TaskHealth] = {}
         self.started = asyncio.Event()
+        # Set once every lane is connected and subscribed: from then on the broker keeps what
+        # is published for us, even across our restarts.
+        self.ingesting = asyncio.Event()
         self.store_open = False
         self._stop = asyncio.Event()
         self._http = http
@@ -201,6 +204,14 @@ class Gateway:
 
     def _lane_changed(self, lane: str, up: bool) -> None:
         self.metrics.connected.labels(lane=lane).set(1 if up else 0)
+        lanes = self.parts.lanes
+        if up and not self.ingesting.is_set() and all(x.connected for x in lanes):
+            self.ingesting.set()
+            log.info(
+                "gateway ingesting from %s into %s",
+                redact_url(self.settings.mqtt.url or ""),
+                redact_url(self.settings.database.url),
+            )
 
     # -- readiness --------------------------------------------------------------------------
     async def readiness(self) -> dict[str, dict[str, object]]:

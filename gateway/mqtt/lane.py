@@ -132,6 +132,7 @@ class MqttLane:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         if self._v5:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = self._session_expiry
@@ -161,6 +162,7 @@ class MqttLane:
 
     @property
     def connected(self) -> bool:
+        """Connected and subscribed."""
         return self._connected.is_set()
 
     @property
@@ -242,6 +244,23 @@ class MqttLane:
             self.client_id,
             flags.session_present,
         )
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        refused = [str(rc) for rc in reason_codes if rc.is_failure]
+        if refused:
+            # Not ready: the broker (its ACL, say) refused a subscription we need.
+            self.last_error = f"subscription refused: {', '.join(refused)}"
+            log.error("mqtt lane %s: %s", self.name, self.last_error)
+            return
+        # Ready only now: a message published before the broker knew our subscription would
+        # not be kept for us (on the very first start, when no session exists yet).
         self._set_connected(True)
 
     def _on_disconnect(

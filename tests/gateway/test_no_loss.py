@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from devices.models import DeviceType
@@ -31,9 +32,10 @@ RATE = 2500.0  # msgs/s: the stream lasts ~2.5 s, long enough to kill the gatewa
 
 
 class GatewayProcess:
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, http_port: int) -> None:
         self.config = config
         self.log = log
+        self.http_port = http_port
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -44,6 +46,14 @@ class GatewayProcess:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
+
+    def ready(self) -> bool:
+        """/readyz says 200: subscribed on both lanes, database reachable."""
+        try:
+            response = httpx.get(f"http://127.0.0.1:{self.http_port}/readyz", timeout=2)
+        except httpx.TransportError:
+            return False
+        return response.status_code == 200
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -63,14 +73,15 @@ def gateway_process(
     mosquitto: MosquittoServer, db_url: str, tmp_path: Path
 ) -> Iterator[GatewayProcess]:
     config = tmp_path / "scgw.toml"
+    http_port = free_port()
     config.write_text(
         f'[mqtt]\nurl = "{mosquitto.url}"\nclient_id = "gw-kill"\n'
         f'[database]\nurl = "{db_url}"\nbatch_max_delay = "20ms"\n'
-        f'[http]\nbind = "127.0.0.1:{free_port()}"\n'
+        f'[http]\nbind = "127.0.0.1:{http_port}"\n'
         "[ingest]\ndevice_rate = 100000\ndevice_burst = 100000\n",
         encoding="utf-8",
     )
-    proc = GatewayProcess(config, tmp_path / "gateway.log")
+    proc = GatewayProcess(config, tmp_path / "gateway.log", http_port)
     yield proc
     if proc.proc is not None and proc.proc.poll() is None:
         proc.kill()
