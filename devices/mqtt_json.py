@@ -117,6 +117,8 @@ def _device_time(ts: datetime | None, received_at: datetime) -> tuple[datetime, 
         return received_at, False
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)  # devices without a zone send UTC (SPEC: ISO-8601 or epoch)
+    else:
+        ts = ts.astimezone(UTC)  # one zone everywhere: the dedup key's day is the UTC day
     if ts > received_at + MAX_FUTURE or ts < received_at - MAX_PAST:
         return received_at, True
     return ts, False

@@ -173,9 +173,15 @@ def test_status_json_and_bare_will() -> None:
 def test_non_utc_offsets_keep_the_instant() -> None:
     tz = timezone(timedelta(hours=8))
     local = datetime(2026, 11, 27, 15, 0, tzinfo=tz)
-    event = _decode(Kind.EVENT, orjson.dumps({"type": "gas", "ts": local.isoformat()}))
+    event = _decode(Kind.EVENT, orjson.dumps({"type": "gas", "ts": local.isoformat(), "seq": 1}))
     assert isinstance(event, Event)
     assert event.ts == local
+    assert event.ts.utcoffset() == timedelta(0)
+    # 00:30 in Beijing is the previous UTC day: the dedup key says so.
+    early = datetime(2026, 11, 27, 0, 30, tzinfo=tz)
+    event = _decode(Kind.EVENT, orjson.dumps({"type": "gas", "ts": early.isoformat(), "seq": 1}))
+    assert isinstance(event, Event)
+    assert event.dedup_key == "seq:1:2026-11-26"
 
 
 @given(kind=st.sampled_from(list(Kind)), payload=st.binary(max_size=300))
