@@ -115,10 +115,9 @@ def _device_time(ts: datetime | None, received_at: datetime) -> tuple[datetime, 
     """The instant to store, and whether the device's own clock had to be overruled."""
     if ts is None:
         return received_at, False
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)  # devices without a zone send UTC (SPEC: ISO-8601 or epoch)
-    else:
-        ts = ts.astimezone(UTC)  # one zone everywhere: the dedup key's day is the UTC day
+    # Devices without a zone send UTC (SPEC: ISO-8601 or epoch); everything else is converted,
+    # so the seq dedup key's day is the UTC day whatever zone a device reports in.
+    ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
     if ts > received_at + MAX_FUTURE or ts < received_at - MAX_PAST:
         return received_at, True
     return ts, False

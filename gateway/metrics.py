@@ -65,6 +65,12 @@ class Metrics:
             "Broker-reported dropped publishes ($SYS/broker/publish/messages/dropped)",
             registry=r,
         )
+        self.handler_errors = Counter(
+            "scgw_event_handler_errors",
+            "Stored events a handler failed on",
+            ["handler"],
+            registry=r,
+        )
         self.task_restarts = Counter(
             "scgw_task_restarts", "Supervised background task restarts", ["task"], registry=r
         )

@@ -12,10 +12,12 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from devices.feedback import FeedbackRouter
 from devices.registry import RegistryCache
 from gateway.config import ConfigError, Settings, redact_url
 from gateway.http.app import create_app
 from gateway.http.server import EmbeddedServer, bind_socket, make_server
+from gateway.ingest.bus import EventBus
 from gateway.ingest.events import EventIngest
 from gateway.ingest.telemetry import SYS_DROPPED, TelemetryIngest
 from gateway.metrics import Metrics
@@ -57,6 +59,9 @@ class Gateway:
             rate=settings.ingest.device_rate, burst=settings.ingest.device_burst
         )
         self.parts = _Parts()
+        # Stored events go to the bus (alert engine); feedback goes back to devices.
+        self.bus = EventBus(self.metrics)
+        self.feedback = FeedbackRouter()
         self.tasks: dict[str, TaskHealth] = {}
         self.started = asyncio.Event()
         # Set once every lane is connected and subscribed: from then on the broker keeps what
@@ -179,6 +184,7 @@ class Gateway:
             metrics=self.metrics,
             prefix=cfg.prefix,
             max_payload_bytes=cfg.max_payload_bytes,
+            bus=self.bus,
         )
         self.parts.telemetry = TelemetryIngest(
             lane=telemetry_lane,

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
 
 from devices.codec import Rejected, RejectReason
 from devices.health import health_of
 from devices.models import Event, PendingSighting
 from devices.mqtt_json import Kind, decode, parse_topic
 from devices.registry import RegistryCache
+from gateway.ingest.bus import EventBus
 from gateway.ingest.common import RejectionLog, write_durably
 from gateway.metrics import Metrics
 from gateway.mqtt.lane import Inbound, MqttLane
@@ -22,7 +22,6 @@ from gateway.storage.base import Store, StoreError
 
 log = logging.getLogger(__name__)
 
-EventSink = Callable[[Event], Awaitable[None]]
 LANE = "event"
 
 
@@ -36,7 +35,7 @@ class EventIngest:
         metrics: Metrics,
         prefix: str,
         max_payload_bytes: int,
-        sinks: Sequence[EventSink] = (),
+        bus: EventBus,
     ) -> None:
         self._lane = lane
         self._store = store
@@ -44,12 +43,8 @@ class EventIngest:
         self._metrics = metrics
         self._prefix = prefix
         self._max_bytes = max_payload_bytes
-        self._sinks = list(sinks)
+        self._bus = bus
         self._reject = RejectionLog(metrics, LANE)
-
-    def add_sink(self, sink: EventSink) -> None:
-        """Called with each newly stored event (not with duplicates), after its ack."""
-        self._sinks.append(sink)
 
     async def run(self) -> None:
         while True:
@@ -83,6 +78,8 @@ class EventIngest:
             return
 
         new = await write_durably(self._metrics, LANE, lambda: self._store.store_event(event))
+        # Alerts are raised before the ack: a crash in between is repaired by the redelivery.
+        await self._bus.deliver(event, duplicate=not new)
         self._ack(message)
         if not new:
             self._metrics.duplicates.labels(kind="event").inc()
@@ -92,8 +89,6 @@ class EventIngest:
             await self._store.record_health([health_of(event)])
         except StoreError as exc:  # health is refreshed by the next message; the event is safe
             log.warning("device health of %s not updated: %s", event.device_id, exc)
-        for sink in self._sinks:
-            await sink(event)
 
     def _ack(self, message: Inbound) -> None:
         self._lane.ack(message)

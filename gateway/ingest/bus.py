@@ -1,0 +1,45 @@
+"""Where stored events go next (the alert engine), whatever source they came from.
+
+Every source (MQTT, serial, zigbee2mqtt, DC-09) calls ``deliver`` after the durable write and
+before it acknowledges the message, for new events and for redelivered duplicates alike: a
+crash between storing an event and raising its alert is then repaired by the redelivery, and
+handlers make the duplicate harmless (the alert engine remembers which events it applied).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from devices.models import Event
+from gateway.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class EventHandler(Protocol):
+    name: str
+
+    async def handle_event(self, event: Event, *, duplicate: bool) -> None:
+        """Act on a stored event; must be idempotent for ``duplicate=True``."""
+
+
+class EventBus:
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._handlers: list[EventHandler] = []
+
+    def subscribe(self, handler: EventHandler) -> None:
+        self._handlers.append(handler)
+
+    async def deliver(self, event: Event, *, duplicate: bool) -> None:
+        for handler in self._handlers:
+            try:
+                await handler.handle_event(event, duplicate=duplicate)
+            except Exception:  # logged with traceback and counted; see below
+                # One poisonous event must not stall every later press on this lane: the
+                # event is stored, the failure is loud (log + metric), and the lane goes on.
+                self._metrics.handler_errors.labels(handler=handler.name).inc()
+                log.exception(
+                    "%s failed on event %s of %s", handler.name, event.type, event.device_id
+                )
