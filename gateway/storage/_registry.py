@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from devices.records import DeviceRecord, ResidentRecord, ResponderRecord
+from devices.models import DeviceType
+from devices.records import Contact, DeviceRecord, ResidentRecord, ResponderRecord
 from gateway.storage._util import dump_json
 
 REGISTRY_KEYS: Mapping[str, str] = {
@@ -207,3 +208,58 @@ def update_sql(spec: TableSpec, ph: Callable[[str], str]) -> str:
     """``UPDATE`` of content columns and updated_at, key last."""
     sets = ", ".join(f"{c} = {ph(c)}" for c in (*spec.columns, "updated_at"))
     return f"UPDATE {spec.table} SET {sets} WHERE {spec.key} = {ph(spec.key)}"
+
+
+def _attrs(value: Any) -> tuple[tuple[str, str], ...]:
+    return tuple((str(k), str(v)) for k, v in (value or {}).items())
+
+
+def device_record(key: str, v: Values) -> DeviceRecord:
+    """The inverse of ``device_values`` (for reading the registry back)."""
+    return DeviceRecord(
+        device_id=key,
+        type=DeviceType(v[0]),
+        name=v[1],
+        resident_id=v[2],
+        building=v[3],
+        unit=v[4],
+        room=v[5],
+        serial_port=v[6],
+        serial_addr=v[7],
+        zigbee_name=v[8],
+        sia_account=v[9],
+        sia_zone=v[10],
+        attributes=_attrs(v[11]),
+    )
+
+
+def resident_record(key: str, v: Values) -> ResidentRecord:
+    return ResidentRecord(
+        resident_id=key,
+        name=v[0],
+        phone=v[1],
+        building=v[2],
+        unit=v[3],
+        room=v[4],
+        grid=v[5],
+        lives_alone=bool(v[6]),
+        medical_notes=v[7],
+        contacts=tuple(Contact(c["name"], c["phone"]) for c in (v[8] or [])),
+        attributes=_attrs(v[9]),
+        responders=tuple(v[10]) if len(v) > 10 else (),
+    )
+
+
+def responder_record(key: str, v: Values) -> ResponderRecord:
+    return ResponderRecord(
+        responder_id=key,
+        name=v[0],
+        role=v[1],
+        phone=v[2],
+        building=v[3],
+        grid=v[4],
+        channels=tuple(v[5] or ()),
+        skills=tuple(v[6] or ()),
+        on_duty=v[7],
+        attributes=_attrs(v[8]),
+    )

@@ -88,6 +88,14 @@ class Store(Protocol):
 
     async def upsert_responders(self, rows: Sequence[ResponderRecord]) -> UpsertResult: ...
 
+    async def devices(self) -> list[DeviceRecord]:
+        """The whole device registry, ordered by id."""
+
+    async def residents(self) -> list[ResidentRecord]:
+        """All residents with contacts and assigned responders (in order), ordered by id."""
+
+    async def responders(self) -> list[ResponderRecord]: ...
+
     async def existing_ids(self, table: str, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` exist in ``table`` (``devices``, ``residents``, ``responders``)."""
 

@@ -614,6 +614,23 @@ class PostgresStore:
                     [(rid, r, i) for i, r in enumerate(responders)],
                 )
 
+    async def _all(self, spec: reg.TableSpec) -> dict[str, reg.Values]:
+        async with self._connection() as conn, conn.cursor() as cur:
+            await cur.execute(f"SELECT {spec.key} FROM {spec.table} ORDER BY {spec.key}")
+            keys = [k for (k,) in await cur.fetchall()]
+            current = await self._current(cur, spec, keys)
+        return {k: current[k] for k in keys if k in current}
+
+    async def devices(self) -> list[DeviceRecord]:
+        return [reg.device_record(k, v) for k, v in (await self._all(reg.DEVICES)).items()]
+
+    async def residents(self) -> list[ResidentRecord]:
+        return [reg.resident_record(k, v) for k, v in (await self._all(reg.RESIDENTS)).items()]
+
+    async def responders(self) -> list[ResponderRecord]:
+        rows = await self._all(reg.RESPONDERS_SPEC)
+        return [reg.responder_record(k, v) for k, v in rows.items()]
+
     # -- reading back -----------------------------------------------------------------------
     async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         # Always pass a params sequence: with one, psycopg turns the doubled %% back into %.

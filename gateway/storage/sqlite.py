@@ -444,6 +444,25 @@ class SqliteStore:
                 [(rid, r, i) for i, r in enumerate(dict.fromkeys(responders))],
             )
 
+    async def _all(self, spec: reg.TableSpec) -> dict[str, reg.Values]:
+        def read(conn: sqlite3.Connection) -> dict[str, reg.Values]:
+            cur = conn.cursor()
+            sql = f"SELECT {spec.key} FROM {spec.table} ORDER BY {spec.key}"
+            keys = [k for (k,) in cur.execute(sql).fetchall()]
+            return self._current(cur, spec, keys)
+
+        return await self._run(read)
+
+    async def devices(self) -> list[DeviceRecord]:
+        return [reg.device_record(k, v) for k, v in (await self._all(reg.DEVICES)).items()]
+
+    async def residents(self) -> list[ResidentRecord]:
+        return [reg.resident_record(k, v) for k, v in (await self._all(reg.RESIDENTS)).items()]
+
+    async def responders(self) -> list[ResponderRecord]:
+        rows = await self._all(reg.RESPONDERS_SPEC)
+        return [reg.responder_record(k, v) for k, v in rows.items()]
+
     # -- reading back -----------------------------------------------------------------------
     async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         args = [_param(p) for p in params]

@@ -580,3 +580,12 @@ async def test_a_broken_device_clock_loses_nothing(store: Store) -> None:
     rows = await store.query("SELECT time FROM v_readings ORDER BY time")
     assert [r[0] for r in rows] == [first, last]
     assert [r[0] for r in await events_of(store, "btn-1")] == [first, last]
+
+
+async def test_registry_reads_back_exactly_what_was_imported(store: Store) -> None:
+    await store.upsert_devices(DEVICES)
+    await store.upsert_residents(RESIDENTS)
+    await store.upsert_responders(RESPONDERS)
+    assert await store.devices() == sorted(DEVICES, key=lambda d: d.device_id)
+    assert await store.residents() == sorted(RESIDENTS, key=lambda r: r.resident_id)
+    assert await store.responders() == sorted(RESPONDERS, key=lambda r: r.responder_id)
