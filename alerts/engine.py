@@ -30,6 +30,7 @@ from alerts.models import (
     Priority,
     TimelineEntry,
 )
+from alerts.replies import Reply
 from alerts.rules import (
     CANCELLABLE_BY_RESIDENT,
     RESTORABLE,
@@ -290,8 +291,19 @@ class AlertEngine:
         await self._tell_device(alert, FeedbackKind.RESOLVED, alert.source_seq)
         return ActionOutcome(ActionStatus.DONE, alert)
 
-    async def handle_reply(self, responder_id: str, alert_id: str, action: str) -> ActionOutcome:
+    async def handle_reply(self, reply: Reply) -> None:
         """A reply from the responder app (MQTT ``…/responders/{id}/reply``)."""
+        outcome = await self.reply(reply.responder_id, reply.alert_id, reply.action)
+        if not outcome.ok:
+            log.info(
+                "reply %s from %s on alert %s: %s",
+                reply.action,
+                reply.responder_id,
+                reply.alert_id,
+                outcome.status,
+            )
+
+    async def reply(self, responder_id: str, alert_id: str, action: str) -> ActionOutcome:
         if action == "accept":
             return await self.accept(alert_id, responder_id, via="app")
         if action == "decline":

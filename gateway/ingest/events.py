@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Protocol
 
+from alerts.replies import Reply, parse_reply, reply_topic_responder
 from devices.codec import Rejected, RejectReason
 from devices.health import health_of
 from devices.models import Event, PendingSighting
@@ -25,6 +27,11 @@ log = logging.getLogger(__name__)
 LANE = "event"
 
 
+class ReplyHandler(Protocol):
+    async def handle_reply(self, reply: Reply) -> None:
+        """Act on a responder app's reply (accept, decline, …); idempotent."""
+
+
 class EventIngest:
     def __init__(
         self,
@@ -36,6 +43,7 @@ class EventIngest:
         prefix: str,
         max_payload_bytes: int,
         bus: EventBus,
+        replies: ReplyHandler | None = None,
     ) -> None:
         self._lane = lane
         self._store = store
@@ -44,6 +52,7 @@ class EventIngest:
         self._prefix = prefix
         self._max_bytes = max_payload_bytes
         self._bus = bus
+        self.replies = replies
         self._reject = RejectionLog(metrics, LANE)
 
     async def run(self) -> None:
@@ -54,6 +63,10 @@ class EventIngest:
 
     async def handle(self, message: Inbound) -> None:
         self._metrics.received.labels(lane=LANE).inc()
+        responder_id = reply_topic_responder(message.topic, self._prefix)
+        if responder_id is not None:
+            await self._handle_reply(message, responder_id)
+            return
         try:
             topic = parse_topic(message.topic, self._prefix)
             if topic.kind is not Kind.EVENT:
@@ -89,6 +102,23 @@ class EventIngest:
             await self._store.record_health([health_of(event)])
         except StoreError as exc:  # health is refreshed by the next message; the event is safe
             log.warning("device health of %s not updated: %s", event.device_id, exc)
+
+    async def _handle_reply(self, message: Inbound, responder_id: str) -> None:
+        try:
+            reply = parse_reply(responder_id, message.payload)
+        except Rejected as rejection:
+            self._reject(message.topic, rejection)
+            self._ack(message)
+            return
+        if self.replies is not None:
+            # Acted on before the ack, like events: a crash in between replays the reply,
+            # and accepting an accepted alert again changes nothing.
+            await write_durably(self._metrics, LANE, lambda: self._handle(reply))
+        self._ack(message)
+
+    async def _handle(self, reply: Reply) -> None:
+        assert self.replies is not None
+        await self.replies.handle_reply(reply)
 
     def _ack(self, message: Inbound) -> None:
         self._lane.ack(message)

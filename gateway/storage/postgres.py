@@ -33,6 +33,7 @@ from devices.records import DeviceRecord, ResidentRecord, ResponderRecord
 from gateway.storage import _registry as reg
 from gateway.storage import schema_postgres as schema
 from gateway.storage._util import as_json_text, fold_pending, qmark_to_pyformat, require_aware
+from gateway.storage.alerts_postgres import PostgresAlerts
 from gateway.storage.base import BatchResult, PendingDevice, StoreError, UpsertResult
 from gateway.storage.schema_postgres import Month
 
@@ -204,8 +205,9 @@ async def _configure(conn: Conn) -> None:
     await conn.execute(_STAGING_DDL)
 
 
-class PostgresStore:
-    """The :class:`~gateway.storage.base.Store` on PostgreSQL (TimescaleDB when present)."""
+class PostgresStore(PostgresAlerts):
+    """The :class:`~gateway.storage.base.Store` on PostgreSQL (TimescaleDB when present), and
+    via :class:`PostgresAlerts` the :class:`~alerts.store.AlertStore`."""
 
     backend = "postgres"
 

@@ -161,13 +161,85 @@ VIEWS_V1: Final[tuple[str, ...]] = (
 )
 
 
+# Alerts (alerts/store.py): small, mutable, kept as records, so plain (unpartitioned) tables.
+# The partial unique index on active_key makes "a repeat joins the active alert, never a
+# second one" hold across gateway instances; its predicate text must equal
+# _alerts.ACTIVE_PREDICATE, because INSERT … ON CONFLICT infers the index from it.
+ALERTS_V2: Final[tuple[str, ...]] = (
+    """CREATE TABLE alerts (
+        id text PRIMARY KEY,
+        kind text NOT NULL,
+        priority text NOT NULL CHECK (priority IN ('P1', 'P2', 'P3')),
+        state text NOT NULL
+            CHECK (state IN ('open', 'acknowledged', 'resolved', 'cancelled')),
+        device_id text,
+        resident_id text,
+        active_key text NOT NULL,
+        count integer NOT NULL DEFAULT 1,
+        steps jsonb NOT NULL DEFAULT '[]',
+        step_index integer NOT NULL DEFAULT 0,
+        next_due_at timestamptz,
+        claim text,
+        acked_at timestamptz,
+        acked_by text,
+        resolved_at timestamptz,
+        resolved_by text,
+        outcome text,
+        note text,
+        source text NOT NULL,
+        source_seq bigint,
+        detail json NOT NULL DEFAULT '{}',
+        opened_at timestamptz NOT NULL,
+        updated_at timestamptz NOT NULL)""",
+    "CREATE UNIQUE INDEX alerts_active_key ON alerts (active_key)"
+    " WHERE state IN ('open', 'acknowledged')",
+    "CREATE INDEX alerts_due ON alerts (next_due_at) WHERE state = 'open'",
+    "CREATE INDEX alerts_opened ON alerts (opened_at)",
+    "CREATE INDEX alerts_state_opened ON alerts (state, opened_at)",
+    "CREATE INDEX alerts_device ON alerts (device_id, opened_at)",
+    "CREATE INDEX alerts_resident ON alerts (resident_id, opened_at)",
+    "CREATE INDEX alerts_acked_by ON alerts (acked_by) WHERE state = 'acknowledged'",
+    # Which trigger (an event's dedup key) went to which alert: a redelivered event changes
+    # nothing. Not partitioned (its key has no time); retention must prune it together with
+    # the alerts it points to.
+    """CREATE TABLE alert_triggers (
+        trigger_key text PRIMARY KEY,
+        alert_id text NOT NULL)""",
+    # No foreign keys (here or below), as on SQLite, where they are not enforced: both
+    # backends then accept exactly the same writes, and retention deletes parent and
+    # children in one transaction anyway.
+    # detail is json, not jsonb: the caller's text comes back byte for byte, as from SQLite.
+    """CREATE TABLE alert_timeline (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        alert_id text NOT NULL,
+        at timestamptz NOT NULL,
+        actor text NOT NULL,
+        action text NOT NULL,
+        detail json NOT NULL DEFAULT '{}')""",
+    "CREATE INDEX alert_timeline_alert ON alert_timeline (alert_id, id)",
+    """CREATE TABLE accept_tokens (
+        token_hash text PRIMARY KEY,
+        alert_id text NOT NULL,
+        responder_id text NOT NULL,
+        created_at timestamptz NOT NULL,
+        expires_at timestamptz NOT NULL,
+        used_at timestamptz,
+        action text)""",
+    "CREATE INDEX accept_tokens_alert ON accept_tokens (alert_id)",
+    """CREATE VIEW v_alerts AS
+        SELECT id, opened_at, device_id, resident_id, kind, priority, state, acked_at,
+               acked_by, resolved_at, outcome
+        FROM alerts""",
+)
+
+
 def migrations(timescale: bool) -> Sequence[tuple[int, Sequence[str]]]:
     """(version, statements), strictly increasing. Append new steps; never edit a released one.
 
     ``timescale`` only matters for a database that has no version 1 yet.
     """
     time_tables = TIMESCALE_V1 if timescale else NATIVE_V1
-    return ((1, (*_REGISTRY_AND_STATE, *time_tables, *VIEWS_V1)),)
+    return ((1, (*_REGISTRY_AND_STATE, *time_tables, *VIEWS_V1)), (2, ALERTS_V2))
 
 
 LATEST: Final = migrations(False)[-1][0]

@@ -105,7 +105,74 @@ _V1: Final[tuple[str, ...]] = (
         FROM devices d LEFT JOIN device_state s ON s.device_id = d.device_id""",
 )
 
+# Alerts (alerts/store.py). The partial unique index on active_key is what makes "a repeat
+# joins the active alert, never a second one" hold across processes sharing the file; the
+# predicate text must equal _alerts.ACTIVE_PREDICATE (the ON CONFLICT target names it).
+_V2_ALERTS: Final[tuple[str, ...]] = (
+    f"""CREATE TABLE alerts (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        priority TEXT NOT NULL CHECK (priority IN ('P1', 'P2', 'P3')),
+        state TEXT NOT NULL
+            CHECK (state IN ('open', 'acknowledged', 'resolved', 'cancelled')),
+        device_id TEXT,
+        resident_id TEXT,
+        active_key TEXT NOT NULL,
+        count INTEGER NOT NULL DEFAULT 1,
+        steps TEXT NOT NULL DEFAULT '[]',
+        step_index INTEGER NOT NULL DEFAULT 0,
+        next_due_at {TS},
+        claim TEXT,
+        acked_at {TS},
+        acked_by TEXT,
+        resolved_at {TS},
+        resolved_by TEXT,
+        outcome TEXT,
+        note TEXT,
+        source TEXT NOT NULL,
+        source_seq INTEGER,
+        detail TEXT NOT NULL DEFAULT '{{}}',
+        opened_at {TS} NOT NULL,
+        updated_at {TS} NOT NULL)""",
+    "CREATE UNIQUE INDEX alerts_active_key ON alerts (active_key)"
+    " WHERE state IN ('open', 'acknowledged')",
+    "CREATE INDEX alerts_due ON alerts (next_due_at) WHERE state = 'open'",
+    "CREATE INDEX alerts_opened ON alerts (opened_at)",
+    "CREATE INDEX alerts_state_opened ON alerts (state, opened_at)",
+    "CREATE INDEX alerts_device ON alerts (device_id, opened_at)",
+    "CREATE INDEX alerts_resident ON alerts (resident_id, opened_at)",
+    "CREATE INDEX alerts_acked_by ON alerts (acked_by) WHERE state = 'acknowledged'",
+    # Which trigger (an event's dedup key) went to which alert: a redelivered event changes
+    # nothing. Retention must prune it together with the alerts it points to.
+    """CREATE TABLE alert_triggers (
+        trigger_key TEXT PRIMARY KEY,
+        alert_id TEXT NOT NULL) WITHOUT ROWID""",
+    # No foreign keys (here or below): this connection does not enable SQLite's FK checks,
+    # and the PostgreSQL schema matches so both backends accept exactly the same writes.
+    f"""CREATE TABLE alert_timeline (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        alert_id TEXT NOT NULL,
+        at {TS} NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{{}}')""",
+    "CREATE INDEX alert_timeline_alert ON alert_timeline (alert_id, id)",
+    f"""CREATE TABLE accept_tokens (
+        token_hash TEXT PRIMARY KEY,
+        alert_id TEXT NOT NULL,
+        responder_id TEXT NOT NULL,
+        created_at {TS} NOT NULL,
+        expires_at {TS} NOT NULL,
+        used_at {TS},
+        action TEXT)""",
+    "CREATE INDEX accept_tokens_alert ON accept_tokens (alert_id)",
+    """CREATE VIEW v_alerts AS
+        SELECT id, opened_at, device_id, resident_id, kind, priority, state, acked_at,
+               acked_by, resolved_at, outcome
+        FROM alerts""",
+)
+
 # (version, statements), strictly increasing. Append new steps; never edit a released one.
-MIGRATIONS: Final[Sequence[tuple[int, Sequence[str]]]] = ((1, _V1),)
+MIGRATIONS: Final[Sequence[tuple[int, Sequence[str]]]] = ((1, _V1), (2, _V2_ALERTS))
 
 LATEST: Final = MIGRATIONS[-1][0]

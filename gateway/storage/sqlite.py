@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ from devices.records import DeviceRecord, ResidentRecord, ResponderRecord
 from gateway.storage import _registry as reg
 from gateway.storage import schema_sqlite as schema
 from gateway.storage._util import as_json_text, fold_pending, parse_utc_text, utc_text
+from gateway.storage.alerts_sqlite import SqliteAlerts
 from gateway.storage.base import BatchResult, PendingDevice, StoreError, UpsertResult
 
 log = logging.getLogger(__name__)
@@ -134,8 +136,9 @@ def _param(value: Any) -> Any:
     return utc_text(value) if isinstance(value, datetime) else value
 
 
-class SqliteStore:
-    """The :class:`~gateway.storage.base.Store` on a SQLite file."""
+class SqliteStore(SqliteAlerts):
+    """The :class:`~gateway.storage.base.Store` (and, via :class:`SqliteAlerts`, the
+    :class:`~alerts.store.AlertStore`) on a SQLite file."""
 
     backend = "sqlite"
 
@@ -214,7 +217,7 @@ class SqliteStore:
             detect_types=sqlite3.PARSE_DECLTYPES,
         )
         try:
-            (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            mode = self._enable_wal(conn)
             if mode != "wal" and self.path != ":memory:":
                 # Still durable (rollback journal + FULL sync), only slower and less concurrent.
                 log.warning("SQLite %r refused WAL (journal_mode=%s)", self.path, mode)
@@ -226,6 +229,22 @@ class SqliteStore:
             conn.close()
             raise
         self._conn = conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> str:
+        """Switch to WAL, retrying while another process holds the lock: SQLite answers a
+        journal-mode change with an immediate "locked" (no busy wait) when another connection
+        is changing it or migrating at the same moment."""
+        deadline = time.monotonic() + self._busy_timeout
+        delay = 0.01
+        while True:
+            try:
+                (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+                return str(mode)
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)  # in the store's worker thread, never on the event loop
+            delay = min(delay * 2, 0.2)
 
     async def close(self) -> None:
         executor, self._executor = self._executor, None

@@ -164,7 +164,22 @@ async def test_sigkill_during_stream_loses_nothing_and_stores_once(
         try:
             await wait_for(complete, timeout=90, interval=0.1, message="all messages stored")
         except AssertionError as exc:
-            log = gateway_process.log.read_text(errors="replace")[-4000:]
+            full = gateway_process.log.read_text(errors="replace")
+            keep = (
+                Path(os.environ.get("SCGW_TEST_KEEP_FAILURE", ""))
+                if os.environ.get("SCGW_TEST_KEEP_FAILURE")
+                else None
+            )
+            if keep is not None:
+                keep.mkdir(parents=True, exist_ok=True)
+                (keep / "gateway.log").write_text(full)
+                (keep / "mosquitto.log").write_text(mosquitto.log_text())
+            problems = [
+                line
+                for line in full.splitlines()
+                if "WARNING" in line or "ERROR" in line or "Error" in line
+            ]
+            log = "\n".join(problems[-40:]) + "\n...\n" + full[-1500:]
             raise AssertionError(f"{exc}; counts {seen[-1]}; gateway log tail:\n{log}") from None
         assert await _counts(observer) == expected
         assert gateway_process.stop() == 0
