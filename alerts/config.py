@@ -156,6 +156,19 @@ class AlertsSettings(_Section):
         defaults = _default_policies()
         return {p: policies.get(p, defaults[p]) for p in Priority}
 
+    @field_validator("thresholds")
+    @classmethod
+    def _merge_thresholds(
+        cls, thresholds: dict[str, ThresholdSettings]
+    ) -> dict[str, ThresholdSettings]:
+        # A config that tunes one metric keeps the defaults of the others (gas, CO, …).
+        return {**_default_thresholds(), **thresholds}
+
+    @field_validator("offline_after")
+    @classmethod
+    def _merge_offline(cls, offline: dict[str, float]) -> dict[str, float]:
+        return {**_default_offline(), **offline}
+
     def steps_for(self, priority: Priority) -> tuple[PolicyStep, ...]:
         return tuple(s.to_step() for s in self.policies[priority].steps)
 

@@ -72,6 +72,15 @@ class ActionOutcome:
         return self.status is ActionStatus.DONE
 
 
+def _as_time(value: object) -> datetime:
+    """An aggregate's time: SQLite returns the stored text (aggregates lose the column's
+    declared type), PostgreSQL a datetime."""
+    if isinstance(value, datetime):
+        return value
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 def _json(**items: object) -> str:
     return json.dumps(items, ensure_ascii=False, default=str)
 
@@ -406,7 +415,7 @@ class AlertEngine:
             f" WHERE e.type IN ({marks}) GROUP BY d.resident_id",
             ACTIVITY_EVENTS,
         )
-        last = {str(rid): t for rid, t in rows if rid is not None}
+        last = {str(rid): _as_time(t) for rid, t in rows if rid is not None and t is not None}
         has_sensor = {
             d.resident_id
             for d in self.directory.devices.values()

@@ -150,6 +150,24 @@ def cmd_sim_load(args: argparse.Namespace) -> int:
     return run_load(options)
 
 
+def cmd_sim_serial(args: argparse.Namespace) -> int:
+    from simulators.serial_device import SimOptions, run_serial_sim
+
+    options = SimOptions(
+        listen=args.listen,
+        devices=args.devices,
+        addr_start=args.addr_start,
+        interval=args.interval,
+        press=args.press,
+        duration=args.duration,
+    )
+    return _run_until_signal(lambda stop: run_serial_sim(options, stop))
+
+
+def _int_any_base(text: str) -> int:
+    return int(text, 0)  # 4097 or 0x1001
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scgw", description="Smart Community Gateway / 智慧社区网关"
@@ -197,6 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--prefix", default="scgw")
     load.add_argument("--id-prefix", default="load", help="device ids are ID_PREFIX-N")
     load.set_defaults(func=cmd_sim_load)
+    ser = sim_sub.add_parser("serial", help="virtual serial devices on a pty or TCP serial server")
+    where = ser.add_mutually_exclusive_group()
+    where.add_argument("--pty", action="store_true", help="a pseudo-terminal (default)")
+    where.add_argument("--listen", metavar="HOST:PORT", help="a TCP serial server (socket://)")
+    ser.add_argument("--devices", type=int, default=4)
+    ser.add_argument("--addr-start", type=_int_any_base, default=0x1001, help="first ADDR")
+    ser.add_argument("--interval", type=float, default=10.0, help="seconds between heartbeats")
+    ser.add_argument("--press", type=_int_any_base, metavar="ADDR", help="press once, until acked")
+    ser.add_argument("--duration", type=float, help="stop after this many seconds")
+    ser.set_defaults(func=cmd_sim_serial)
     return parser
 
 

@@ -164,12 +164,62 @@ class SerialSettings(_Section):
 
 class SiaAccountSettings(_Section):
     account: str = Field(pattern=r"^[0-9A-Fa-f]{3,16}$")
+    # AES key as 32, 48 or 64 hex digits; with a key the account must send encrypted messages.
     key: str | None = None
+
+    @field_validator("key")
+    @classmethod
+    def _check_key(cls, value: str | None) -> str | None:
+        if value is not None:
+            from devices.dc09 import parse_key
+
+            parse_key(value)  # ValueError names what is wrong, not the key
+        return value
 
 
 class SiaSettings(_Section):
     bind: str | None = None
     accounts: list[SiaAccountSettings] = Field(default_factory=list)
+    # DC-09 replay window: a message may be this much older / newer than the receiver's clock.
+    timestamp_past: Duration = 40.0
+    timestamp_future: Duration = 20.0
+    # Which messages the window applies to: encrypted ones (the standard), all, or none.
+    check_timestamps: Literal["encrypted", "all", "off"] = "encrypted"
+    # Strict by default; some panels send the length in decimal or the CRC as two raw bytes.
+    tolerate_decimal_length: bool = False
+    tolerate_binary_crc: bool = False
+    idle_timeout: Duration = 300.0  # a connection silent this long is closed
+
+    @field_validator("bind")
+    @classmethod
+    def _check_bind(cls, value: str | None) -> str | None:
+        if value is not None:
+            _split_bind(value)
+        return value
+
+    @field_validator("accounts")
+    @classmethod
+    def _unique_accounts(cls, accounts: list[SiaAccountSettings]) -> list[SiaAccountSettings]:
+        names = [a.account.upper() for a in accounts]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"SIA accounts must be unique, repeated: {', '.join(dupes)}")
+        return accounts
+
+
+class Zigbee2MqttSettings(_Section):
+    """zigbee2mqtt devices on the same broker (``{prefix}/{friendly_name}``)."""
+
+    enabled: bool = True
+    prefix: str = "zigbee2mqtt"
+    inflight: int = Field(default=1000, ge=1, le=65535)
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not value or any(c in value for c in "/+#"):
+            raise ValueError("prefix must be one topic level without '/', '+' or '#'")
+        return value
 
 
 class IngestSettings(_Section):
@@ -193,6 +243,7 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     serial: SerialSettings = Field(default_factory=SerialSettings)
     sia: SiaSettings = Field(default_factory=SiaSettings)
+    zigbee2mqtt: Zigbee2MqttSettings = Field(default_factory=Zigbee2MqttSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
 

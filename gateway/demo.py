@@ -20,6 +20,7 @@ from gateway.runtime import Gateway
 from gateway.storage.factory import open_store
 from simulators.fleet import Fleet, FleetOptions
 from simulators.mqtt_client import connect_publisher
+from simulators.responders import AutoResponders, ResponderOptions
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,8 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event) -> int:
         )
         fleet = Fleet(publisher, await _fleet_devices(gateway), FleetOptions())
         fleet_task = asyncio.create_task(fleet.run(), name="fleet")
+        volunteers = AutoResponders(ResponderOptions(url=f"mqtt://127.0.0.1:{mqtt_port}"))
+        await volunteers.start()
         _banner(http_host, http_port, mqtt_port, options.db, len(fleet.devices))
 
         await stop.wait()
@@ -122,6 +125,7 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event) -> int:
         fleet_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await fleet_task
+        await volunteers.stop()
         publisher.disconnect()
         publisher.loop_stop()
         gateway.request_stop()

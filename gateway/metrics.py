@@ -71,11 +71,66 @@ class Metrics:
             ["handler"],
             registry=r,
         )
+        self.alert_steps = Counter(
+            "scgw_alert_steps",
+            "Escalation steps run, by whether anyone was reached",
+            ["reached"],
+            registry=r,
+        )
+        self.step_seconds = Histogram(
+            "scgw_alert_step_seconds",
+            "Time to run one escalation step (targets, links, all channels)",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
         self.task_restarts = Counter(
             "scgw_task_restarts", "Supervised background task restarts", ["task"], registry=r
         )
+        # -- serial lines, SIA DC-09, zigbee2mqtt ------------------------------------------
+        self.readings_dropped = Counter(
+            "scgw_readings_dropped",
+            "Readings of a source without redelivery dropped while the database was away",
+            ["lane"],
+            registry=r,
+        )
+        self.serial_open = Gauge(
+            "scgw_serial_port_open", "1 while the serial port is open", ["port"], registry=r
+        )
+        self.serial_reopens = Counter(
+            "scgw_serial_port_reopens",
+            "Times a serial port was lost or could not be opened (then retried)",
+            ["port"],
+            registry=r,
+        )
+        self.serial_frames = Counter(
+            "scgw_serial_frames", "Valid frames read, by type", ["port", "type"], registry=r
+        )
+        self.serial_skipped = Counter(
+            "scgw_serial_skipped",
+            "Serial input thrown away (garbage, bad CRC, bad length, ...), in chunks",
+            ["port", "reason"],
+            registry=r,
+        )
+        self.serial_skipped_bytes = Counter(
+            "scgw_serial_skipped_bytes", "Bytes thrown away", ["port"], registry=r
+        )
+        self.serial_acks = Counter(
+            "scgw_serial_acks_sent", "81 frames written, by status", ["port", "status"], registry=r
+        )
+        self.sia_connections = Gauge(
+            "scgw_sia_connections", "Open DC-09 connections from panels", registry=r
+        )
+        self.sia_responses = Counter(
+            "scgw_sia_responses", "DC-09 answers sent (ack, nak, duh)", ["response"], registry=r
+        )
+        self.sia_refused = Counter(
+            "scgw_sia_refused", "DC-09 messages refused, by fault", ["fault"], registry=r
+        )
+        self.sia_skipped = Counter(
+            "scgw_sia_skipped", "Bytes outside DC-09 frames, in chunks", ["reason"], registry=r
+        )
         for reason in RejectReason:
-            for lane in ("event", "telemetry"):
+            for lane in ("event", "telemetry", "serial", "sia", "zigbee2mqtt"):
                 self.rejected.labels(lane=lane, reason=reason.value)
 
     def render(self) -> bytes:

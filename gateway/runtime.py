@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from devices.feedback import FeedbackRouter
 from devices.registry import RegistryCache
+from gateway.alerting import Alerting
 from gateway.config import ConfigError, Settings, redact_url
 from gateway.http.app import create_app
 from gateway.http.server import EmbeddedServer, bind_socket, make_server
@@ -23,6 +24,7 @@ from gateway.ingest.telemetry import SYS_DROPPED, TelemetryIngest
 from gateway.metrics import Metrics
 from gateway.mqtt.lane import MqttLane
 from gateway.rate_limit import DeviceRateLimiter
+from gateway.sources import Sources
 from gateway.storage.base import Store, StoreError
 from gateway.storage.factory import open_store
 from gateway.supervisor import TaskHealth, supervise
@@ -38,6 +40,7 @@ class _Parts:
     lanes: list[MqttLane] = field(default_factory=list)
     events: EventIngest | None = None
     telemetry: TelemetryIngest | None = None
+    sources: Sources | None = None  # serial lines, SIA DC-09, zigbee2mqtt
 
 
 class Gateway:
@@ -62,6 +65,8 @@ class Gateway:
         # Stored events go to the bus (alert engine); feedback goes back to devices.
         self.bus = EventBus(self.metrics)
         self.feedback = FeedbackRouter()
+        self.alerting = Alerting(settings, self.store, self.metrics, self.feedback)
+        self.bus.subscribe(self.alerting.engine)
         self.tasks: dict[str, TaskHealth] = {}
         self.started = asyncio.Event()
         # Set once every lane is connected and subscribed: from then on the broker keeps what
@@ -92,7 +97,8 @@ class Gateway:
         try:
             async with asyncio.TaskGroup() as tg:
                 if sock is not None:
-                    self._server = make_server(create_app(self), "", 0)
+                    app = create_app(self, routers=[self.alerting.router()])
+                    self._server = make_server(app, "", 0)
                     self._spawn(tg, "http", self._serve_http(self._server, sock))
                 self._spawn(tg, "startup", self._start_ingest(tg))
                 await self._stop.wait()
@@ -104,6 +110,7 @@ class Gateway:
         finally:
             for lane in self.parts.lanes:
                 await lane.stop()
+            await self.alerting.stop()
             await self.store.close()
             if sock is not None:
                 sock.close()
@@ -147,6 +154,7 @@ class Gateway:
     async def _start_ingest(self, tg: asyncio.TaskGroup) -> None:
         await self._open_store()
         await self.registry.load()
+        await self.alerting.start(lambda name, run: self._supervised(tg, name, run))
         cfg = self.settings.mqtt
         assert cfg.url is not None
         share = f"$share/{cfg.shared_group}/" if cfg.shared_group else ""
@@ -154,7 +162,10 @@ class Gateway:
             name="event",
             url=cfg.url,
             client_id=f"{cfg.client_id}-event",
-            subscriptions=[f"{share}{cfg.prefix}/+/event"],
+            subscriptions=[
+                f"{share}{cfg.prefix}/+/event",
+                f"{share}{cfg.prefix}/responders/+/reply",
+            ],
             receive_maximum=cfg.event_inflight,
             session_expiry=cfg.session_expiry,
             keepalive=cfg.keepalive,
@@ -185,6 +196,7 @@ class Gateway:
             prefix=cfg.prefix,
             max_payload_bytes=cfg.max_payload_bytes,
             bus=self.bus,
+            replies=self.alerting.engine,
         )
         self.parts.telemetry = TelemetryIngest(
             lane=telemetry_lane,
@@ -196,17 +208,26 @@ class Gateway:
             batch_max_rows=self.settings.database.batch_max_rows,
             batch_max_delay=self.settings.database.batch_max_delay,
             limiter=self.limiter,
+            on_readings=self.alerting.on_readings,
         )
         self._supervised(tg, "event-ingest", self.parts.events.run)
         self._supervised(tg, "telemetry-ingest", self.parts.telemetry.run)
+        sources = self.parts.sources = Sources(
+            self.settings,
+            store=self.store,
+            bus=self.bus,
+            metrics=self.metrics,
+            feedback=self.feedback,
+            on_connection_change=self._lane_changed,
+            on_readings=self.alerting.on_readings,
+        )
+        await sources.load()
+        self.parts.lanes += sources.lanes
+        for name, run in sources.tasks():
+            self._supervised(tg, name, run)
         for lane in self.parts.lanes:
             await lane.start()
         self.started.set()
-        log.info(
-            "gateway ingesting from %s into %s",
-            redact_url(cfg.url),
-            redact_url(self.settings.database.url),
-        )
 
     def _lane_changed(self, lane: str, up: bool) -> None:
         self.metrics.connected.labels(lane=lane).set(1 if up else 0)
@@ -244,6 +265,8 @@ class Gateway:
                 checks["database"] = {"ok": False, "error": str(exc)}
             except TimeoutError:
                 checks["database"] = {"ok": False, "error": f"no answer in {PING_TIMEOUT}s"}
+        if self.parts.sources is not None:
+            checks.update(self.parts.sources.readiness())
         checks["tasks"] = {
             "ok": all(t.running for t in self.tasks.values()) and bool(self.tasks),
             **{

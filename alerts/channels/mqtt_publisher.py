@@ -58,8 +58,12 @@ class MqttPublisher:
         keepalive: int = 30,
         name: str = "publisher",
         max_inflight: int = 100,
+        protocol: str = "5",
     ) -> None:
         self.name = name
+        # "3.1.1" for brokers without v5 (the embedded demo broker); v5 adds the "no matching
+        # subscribers" answer that lets the app channel fall back at once.
+        self._v5 = protocol == "5"
         self.client_id = client_id or f"scgw-pub-{uuid.uuid4().hex[:12]}"
         self._address = BrokerAddress.parse(url)
         self._keepalive = keepalive
@@ -77,7 +81,9 @@ class MqttPublisher:
             return
         self._loop = asyncio.get_running_loop()
         client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
         )
         if self._address.username is not None:
             client.username_pw_set(self._address.username, self._address.password)
@@ -90,9 +96,15 @@ class MqttPublisher:
         client.on_publish = self._on_publish
         # Clean start: a notification nobody waits for any more must not be replayed from an
         # old session; what was in flight is failed on disconnect and the caller falls back.
-        client.connect_async(
-            self._address.host, self._address.port, keepalive=self._keepalive, clean_start=True
-        )
+        if self._v5:
+            client.connect_async(
+                self._address.host,
+                self._address.port,
+                keepalive=self._keepalive,
+                clean_start=True,
+            )
+        else:
+            client.connect_async(self._address.host, self._address.port, keepalive=self._keepalive)
         self._client = client
         # loop_start's thread retries the first connection too (the broker may start later).
         client.loop_start()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Protocol
 
-from fastapi import FastAPI, Response
+from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -21,7 +22,7 @@ class ReadinessSource(Protocol):
         """Per component: {"ok": bool, ...detail}."""
 
 
-def create_app(gateway: ReadinessSource) -> FastAPI:
+def create_app(gateway: ReadinessSource, routers: Sequence[APIRouter] = ()) -> FastAPI:
     app = FastAPI(
         title="scgw — Smart Community Gateway",
         summary="Emergency callers and building sensors to alerts, with no loss",
@@ -48,4 +49,6 @@ def create_app(gateway: ReadinessSource) -> FastAPI:
         """Prometheus text exposition."""
         return Response(gateway.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    for router in routers:
+        app.include_router(router)
     return app

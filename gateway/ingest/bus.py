@@ -13,6 +13,7 @@ from typing import Protocol
 
 from devices.models import Event
 from gateway.metrics import Metrics
+from gateway.storage.base import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,10 @@ class EventBus:
         for handler in self._handlers:
             try:
                 await handler.handle_event(event, duplicate=duplicate)
+            except StoreError:
+                # The database is away: the caller retries the delivery (handlers are
+                # idempotent) and does not ack meanwhile, so the alert is never skipped.
+                raise
             except Exception:  # logged with traceback and counted; see below
                 # One poisonous event must not stall every later press on this lane: the
                 # event is stored, the failure is loud (log + metric), and the lane goes on.

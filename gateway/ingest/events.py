@@ -92,7 +92,9 @@ class EventIngest:
 
         new = await write_durably(self._metrics, LANE, lambda: self._store.store_event(event))
         # Alerts are raised before the ack: a crash in between is repaired by the redelivery.
-        await self._bus.deliver(event, duplicate=not new)
+        await write_durably(
+            self._metrics, LANE, lambda: self._bus.deliver(event, duplicate=not new)
+        )
         self._ack(message)
         if not new:
             self._metrics.duplicates.labels(kind="event").inc()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 
 from devices.codec import Rejected, RejectReason
 from devices.health import health_of, merge
@@ -35,6 +36,7 @@ class TelemetryIngest:
         batch_max_rows: int,
         batch_max_delay: float,
         limiter: DeviceRateLimiter,
+        on_readings: Callable[[Sequence[Reading]], Awaitable[None]] | None = None,
     ) -> None:
         self._lane = lane
         self._store = store
@@ -45,6 +47,7 @@ class TelemetryIngest:
         self._batch_max_rows = batch_max_rows
         self._batch_max_delay = batch_max_delay
         self._limiter = limiter
+        self._on_readings = on_readings
         self._reject = RejectionLog(metrics, LANE)
 
     async def run(self) -> None:
@@ -88,6 +91,10 @@ class TelemetryIngest:
                 lambda: self._store.store_batch(readings, list(health.values())),
             )
             self._metrics.readings_stored.inc(result.readings_new)
+            if self._on_readings is not None and readings:
+                # Thresholds are checked before the ack, like events: a crash in between
+                # replays the batch (the tracker's debounce absorbs the repeat).
+                await write_durably(self._metrics, LANE, lambda: self._readings_hook(readings))
             if result.readings_duplicate:
                 self._metrics.duplicates.labels(kind="reading").inc(result.readings_duplicate)
         if pending:
@@ -102,6 +109,10 @@ class TelemetryIngest:
         for message in batch:  # in arrival order, all after the commit
             self._lane.ack(message)
             self._metrics.ack_lag.labels(lane=LANE).observe(now - message.received_mono)
+
+    async def _readings_hook(self, readings: Sequence[Reading]) -> None:
+        assert self._on_readings is not None
+        await self._on_readings(readings)
 
     async def _decode(self, message: Inbound) -> Telemetry | Status | PendingSighting:
         topic = parse_topic(message.topic, self._prefix)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +17,7 @@ from devices.models import DeviceType
 from devices.records import DeviceRecord, ResidentRecord
 from tests.harness.ports import free_port
 from tests.harness.waiting import wait_for
+from tests.harness.webhook import Receiver, running_receiver
 
 T0 = datetime(2026, 3, 14, 9, 26, 53, tzinfo=UTC)
 ALERT = Alert(
@@ -43,61 +41,10 @@ NOTICE = make_notice(
 )
 
 
-@dataclass
-class Request:
-    method: str
-    path: str
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
-class Receiver:
-    """A tiny HTTP/1.1 webhook: records each request, answers ``status``."""
-
-    status: int = 200
-    hold: bool = False  # a provider that never answers (until the test ends)
-    released: asyncio.Event = field(default_factory=asyncio.Event)
-    requests: list[Request] = field(default_factory=list)
-    port: int = 0
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            method, path, _ = lines[0].split(" ", 2)
-            length = 0
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                if name.strip().lower() == "content-length":
-                    length = int(value)
-            body = await reader.readexactly(length)
-            self.requests.append(Request(method, path, body))
-            if self.hold:
-                await self.released.wait()
-            reason = "OK" if self.status < 400 else "Error"
-            writer.write(
-                f"HTTP/1.1 {self.status} {reason}\r\nContent-Length: 0\r\n"
-                "Connection: close\r\n\r\n".encode()
-            )
-            await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the client gave up (a timeout test)
-        finally:
-            writer.close()
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    rec = Receiver()
-    server = await asyncio.start_server(rec.handle, "127.0.0.1", 0)
-    rec.port = server.sockets[0].getsockname()[1]
-    yield rec
-    rec.released.set()
-    server.close()
-    await server.wait_closed()
+    async with running_receiver() as rec:
+        yield rec
 
 
 def who(*channels: str) -> Recipient:

@@ -128,3 +128,34 @@ def test_shipped_example_config_is_valid() -> None:
     settings = load_settings(example)
     assert settings.mqtt.client_id == "scgw-gw1"
     assert settings.database.url.startswith("postgresql://")
+
+
+def test_alert_settings_merge_with_defaults(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """
+[[alerts.policies.P1.steps]]
+targets = ["assigned"]
+ack_timeout = "30s"
+[alerts.thresholds.temperature]
+kind = "high_temp"
+priority = "P2"
+high = 60
+clear_high = 55
+[alerts.offline_after]
+sos_button = "5m"
+""",
+    )
+    alerts = load_settings(path).alerts
+    assert [s.ack_timeout for s in alerts.steps_for("P1")] == [30.0]  # type: ignore[arg-type]
+    assert len(alerts.steps_for("P2")) == 2  # type: ignore[arg-type]  # default kept
+    assert alerts.thresholds["temperature"].high == 60
+    assert alerts.thresholds["gas_ppm"].kind == "gas"  # default kept
+    assert alerts.offline_timeout("sos_button") == 300
+    assert alerts.offline_timeout("gas_detector") == 1800
+
+
+def test_bad_alert_target_is_named(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[[alerts.policies.P1.steps]]\ntargets = ["everyone"]\n')
+    with pytest.raises(ConfigError, match=r"key alerts\.policies\.P1\.steps\.0\.targets: unknown"):
+        load_settings(path)

@@ -5,22 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 
 from devices.models import DeviceType
 from gateway.storage.base import Store
 from gateway.storage.factory import open_store
 from tests.gateway.conftest import Publisher, register
+from tests.harness.gateway_process import GatewayProcess
 from tests.harness.mosquitto import MosquittoServer
 from tests.harness.ports import free_port
 from tests.harness.waiting import wait_for
@@ -29,43 +26,6 @@ DEVICES = [f"d-{i}" for i in range(25)]
 TELEMETRY = 6000
 EVENTS = 300
 RATE = 2500.0  # msgs/s: the stream lasts ~2.5 s, long enough to kill the gateway twice in it
-
-
-class GatewayProcess:
-    def __init__(self, config: Path, log: Path, http_port: int) -> None:
-        self.config = config
-        self.log = log
-        self.http_port = http_port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "run", "-c", str(self.config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-
-    def ready(self) -> bool:
-        """/readyz says 200: subscribed on both lanes, database reachable."""
-        try:
-            response = httpx.get(f"http://127.0.0.1:{self.http_port}/readyz", timeout=2)
-        except httpx.TransportError:
-            return False
-        return response.status_code == 200
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            return self.proc.wait(timeout=20)
-        return self.proc.returncode
 
 
 @pytest.fixture

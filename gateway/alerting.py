@@ -1,0 +1,140 @@
+"""Wires the alert side into the gateway: engine, dispatcher, channels, device feedback over
+MQTT, accept links, and the periodic checks — so ``runtime.py`` only plugs it in."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import cast
+
+import orjson
+from fastapi import APIRouter
+
+from alerts.accept import AcceptService, DirectoryLookup
+from alerts.channels.apprise_channel import AppriseChannel
+from alerts.channels.base import Notifier
+from alerts.channels.mqtt_app import MqttAppChannel
+from alerts.channels.mqtt_publisher import MqttPublisher
+from alerts.directory import Directory
+from alerts.dispatcher import Dispatcher, StepReport
+from alerts.engine import AlertEngine, EngineStore
+from devices.feedback import Feedback, FeedbackRouter
+from devices.models import Reading
+from gateway.config import Settings
+from gateway.http.accept_routes import accept_router
+from gateway.metrics import Metrics
+from gateway.storage.base import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+DIRECTORY_REFRESH = 30.0
+FEEDBACK_TIMEOUT = 5.0
+
+Supervise = Callable[[str, Callable[[], Awaitable[None]]], None]
+
+
+class MqttCommandSender:
+    """Device feedback on ``{prefix}/{device_id}/cmd`` (QoS 1)."""
+
+    def __init__(self, publisher: MqttPublisher, prefix: str) -> None:
+        self._publisher = publisher
+        self._prefix = prefix
+
+    async def send(self, feedback: Feedback) -> bool:
+        body: dict[str, object] = {"cmd": feedback.kind.value, "alert_id": feedback.alert_id}
+        if feedback.seq is not None:
+            body["seq"] = feedback.seq
+        if feedback.eta_min is not None:
+            body["eta_min"] = feedback.eta_min
+        topic = f"{self._prefix}/{feedback.device_id}/cmd"
+        return await self._publisher.publish(
+            topic, orjson.dumps(body), qos=1, timeout=FEEDBACK_TIMEOUT
+        )
+
+
+class Alerting:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        metrics: Metrics,
+        feedback: FeedbackRouter,
+    ) -> None:
+        mqtt = settings.mqtt
+        assert mqtt.url is not None
+        self.settings = settings
+        self.metrics = metrics
+        # Both backends implement the alert half of the store too (gateway/storage/_alerts).
+        self.store = cast(EngineStore, store)
+        self.directory = Directory()
+        self.publisher = MqttPublisher(
+            mqtt.url, client_id=f"{mqtt.client_id}-out", name="out", protocol=mqtt.protocol
+        )
+        self.notifier = Notifier(
+            [MqttAppChannel(self.publisher, prefix=mqtt.prefix), AppriseChannel()]
+        )
+        public_url = settings.http.public_url or f"http://{settings.http.bind}"
+        self.dispatcher = Dispatcher(
+            store=self.store,
+            settings=settings.alerts,
+            directory=self.directory,
+            notifier=self.notifier,
+            public_url=public_url,
+            on_step=self._count_step,
+        )
+        self.engine = AlertEngine(
+            store=self.store,
+            settings=settings.alerts,
+            directory=self.directory,
+            feedback=feedback,
+            wake_dispatcher=self.dispatcher.wake,
+        )
+        feedback.register("mqtt", MqttCommandSender(self.publisher, mqtt.prefix))
+        self.accept = AcceptService(
+            self.store, self.engine, DirectoryLookup(self.store, self.directory)
+        )
+
+    def router(self) -> APIRouter:
+        return accept_router(self.accept)
+
+    async def start(self, supervise: Supervise) -> None:
+        """After the store is open: load the registry, connect the publisher, start tasks."""
+        await self.directory.refresh(self.store)
+        await self.publisher.start()
+        supervise("dispatcher", self.dispatcher.run)
+        supervise("directory-refresh", self._refresh_directory)
+        cfg = self.settings.alerts
+        supervise(
+            "offline-check", lambda: self._every(cfg.offline_check_every, self.engine.check_offline)
+        )
+        supervise(
+            "welfare-check", lambda: self._every(cfg.welfare_check_every, self.engine.check_welfare)
+        )
+
+    async def stop(self) -> None:
+        await self.publisher.stop()
+
+    async def on_readings(self, readings: Sequence[Reading]) -> None:
+        await self.engine.handle_readings(readings)
+
+    async def _refresh_directory(self) -> None:
+        while True:
+            await asyncio.sleep(DIRECTORY_REFRESH)
+            try:
+                await self.directory.refresh(self.store)
+            except StoreError as exc:  # keep the last snapshot; try again next round
+                log.warning("registry refresh failed: %s", exc)
+
+    @staticmethod
+    async def _every(seconds: float, check: Callable[[], Awaitable[int]]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await check()
+            except StoreError as exc:
+                log.warning("periodic alert check failed: %s", exc)
+
+    def _count_step(self, report: StepReport, seconds: float) -> None:
+        self.metrics.alert_steps.labels(reached="yes" if report.reached else "no").inc()
+        self.metrics.step_seconds.observe(seconds)

@@ -1,0 +1,153 @@
+"""Store → bus for the sources beyond the native MQTT lanes (serial, SIA DC-09, zigbee2mqtt).
+
+Each source decodes and resolves devices itself; this is the part they share: the durable
+write (retried until the database takes it — the caller acks its source only afterwards),
+then ``EventBus.deliver`` for events (new and duplicate alike, see ``gateway.ingest.bus``),
+the counters, and a small batch writer for readings from sources without redelivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from devices.codec import Rejected
+from devices.health import health_of, merge
+from devices.models import DeviceHealth, Event, PendingSighting, Reading, Status, Telemetry
+from gateway.ingest.bus import EventBus
+from gateway.ingest.common import RejectionLog, write_durably
+from gateway.metrics import Metrics
+from gateway.storage.base import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+ReadingsHook = Callable[[Sequence[Reading]], Awaitable[None]]
+
+
+class DeviceSink:
+    """Where one source's decoded, device-bound messages go. ``lane`` labels the metrics."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        bus: EventBus,
+        metrics: Metrics,
+        lane: str,
+        on_readings: ReadingsHook | None = None,
+    ) -> None:
+        self._store = store
+        self._bus = bus
+        self._metrics = metrics
+        self.lane = lane
+        self._on_readings = on_readings
+        self.reject = RejectionLog(metrics, lane)
+
+    async def event(self, event: Event) -> bool:
+        """Store one event, then hand it to the bus. True when it was new."""
+        new = await write_durably(self._metrics, self.lane, lambda: self._store.store_event(event))
+        await self._bus.deliver(event, duplicate=not new)
+        if not new:
+            self._metrics.duplicates.labels(kind="event").inc()
+            return False
+        self._metrics.stored.labels(kind="event").inc()
+        try:
+            await self._store.record_health([health_of(event)])
+        except StoreError as exc:  # refreshed by the next message; the event itself is safe
+            log.warning("device health of %s not updated: %s", event.device_id, exc)
+        return True
+
+    async def readings(self, messages: Sequence[Telemetry | Status]) -> None:
+        """Readings and device health of several messages in one transaction."""
+        readings: list[Reading] = []
+        health: dict[str, DeviceHealth] = {}
+        kinds = {"telemetry": 0, "status": 0}
+        for message in messages:
+            if isinstance(message, Telemetry):
+                readings.extend(message.readings)
+                kinds["telemetry"] += 1
+            else:
+                kinds["status"] += 1
+            seen = health_of(message)
+            before = health.get(seen.device_id)
+            health[seen.device_id] = seen if before is None else merge(before, seen)
+        if not readings and not health:
+            return
+        result = await write_durably(
+            self._metrics,
+            self.lane,
+            lambda: self._store.store_batch(readings, list(health.values())),
+        )
+        self._metrics.readings_stored.inc(result.readings_new)
+        hook = self._on_readings
+        if hook is not None and readings:
+            # Thresholds (high temperature, ...) apply whatever the source: checked after the
+            # commit, like the native telemetry lane does.
+            await write_durably(self._metrics, self.lane, lambda: hook(readings))
+        if result.readings_duplicate:
+            self._metrics.duplicates.labels(kind="reading").inc(result.readings_duplicate)
+        for kind, count in kinds.items():
+            if count:
+                self._metrics.stored.labels(kind=kind).inc(count)
+
+    async def pending(self, sightings: Sequence[PendingSighting]) -> None:
+        """Keep messages of unregistered devices aside for adoption."""
+        if not sightings:
+            return
+        await write_durably(self._metrics, self.lane, lambda: self._store.record_pending(sightings))
+        self._metrics.pending.inc(len(sightings))
+
+    def problem(self, where: str, rejection: Rejected) -> None:
+        """A part of an input that was ignored while the rest was used: counted and logged."""
+        self.reject(where, rejection)
+
+
+class BatchWriter:
+    """Collects readings from a source that cannot redeliver (a serial line) and writes them
+    in small batches, so a busy bus does not cost one transaction per frame.
+
+    Bounded: while the database is away the oldest readings are dropped (and counted) rather
+    than memory growing without end. Events never pass through here.
+    """
+
+    def __init__(
+        self,
+        sink: DeviceSink,
+        metrics: Metrics,
+        *,
+        max_rows: int = 500,
+        max_delay: float = 0.05,
+        max_queued: int = 20_000,
+    ) -> None:
+        self._sink = sink
+        self._metrics = metrics
+        self._max_rows = max_rows
+        self._max_delay = max_delay
+        self._queue: collections.deque[Telemetry | Status] = collections.deque()
+        self._max_queued = max_queued
+        self._wake = asyncio.Event()
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def put(self, messages: Sequence[Telemetry | Status]) -> None:
+        self._queue.extend(messages)
+        overflow = len(self._queue) - self._max_queued
+        if overflow > 0:
+            for _ in range(overflow):
+                self._queue.popleft()
+            self._metrics.readings_dropped.labels(lane=self._sink.lane).inc(overflow)
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(self._max_delay)  # let a burst gather into one transaction
+            while self._queue:
+                count = min(self._max_rows, len(self._queue))
+                batch = [self._queue.popleft() for _ in range(count)]
+                await self._sink.readings(batch)
