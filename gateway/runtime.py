@@ -32,6 +32,7 @@ from gateway.supervisor import TaskHealth, supervise
 log = logging.getLogger(__name__)
 
 STORE_RETRY_MAX = 10.0
+SLOW_STOP = 5.0
 PING_TIMEOUT = 1.0  # below the HTTP handler's own limit, so /readyz names the failing part
 
 
@@ -94,6 +95,7 @@ class Gateway:
                 raise ConfigError(
                     f"config error: [http] bind = {http.bind!r}: cannot listen ({exc.strerror})"
                 ) from None
+        watchdog: asyncio.Task[None] | None = None
         try:
             async with asyncio.TaskGroup() as tg:
                 if sock is not None:
@@ -107,6 +109,7 @@ class Gateway:
                 for task in list(self._task_refs):
                     if task.get_name() != "http":
                         task.cancel()
+                watchdog = asyncio.create_task(self._report_slow_stop())
         finally:
             for lane in self.parts.lanes:
                 await lane.stop()
@@ -114,7 +117,19 @@ class Gateway:
             await self.store.close()
             if sock is not None:
                 sock.close()
+            if watchdog is not None:
+                watchdog.cancel()
             log.info("gateway stopped")
+
+    async def _report_slow_stop(self) -> None:
+        """A shutdown that hangs says what it waits for."""
+        await asyncio.sleep(SLOW_STOP)
+        waiting = sorted(t.get_name() for t in self._task_refs if not t.done())
+        log.warning(
+            "still stopping after %.0fs; waiting for: %s",
+            SLOW_STOP,
+            ", ".join(waiting) or "connections and the store to close",
+        )
 
     def _spawn(self, tg: asyncio.TaskGroup, name: str, coro: Awaitable[None]) -> None:
         async def wrap() -> None:

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 
 import orjson
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.mqtt.lane import BrokerAddress
+from gateway.mqtt.client import BrokerAddress, new_client
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +37,7 @@ class AutoResponders:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         address = BrokerAddress.parse(self.options.url)
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="scgw-sim-responders")
-        if address.username is not None:
-            client.username_pw_set(address.username, address.password)
+        client = new_client(address, "scgw-sim-responders")
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.connect_async(address.host, address.port)

@@ -16,17 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway.mqtt.lane import BrokerAddress
+from gateway.mqtt.client import BrokerAddress, new_client
 
 log = logging.getLogger(__name__)
 
@@ -80,17 +79,8 @@ class MqttPublisher:
         if self._client is not None:
             return
         self._loop = asyncio.get_running_loop()
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
-        )
-        if self._address.username is not None:
-            client.username_pw_set(self._address.username, self._address.password)
-        if self._address.tls:
-            client.tls_set_context(ssl.create_default_context())
+        client = new_client(self._address, self.client_id, v5=self._v5)
         client.max_inflight_messages_set(self._max_inflight)
-        client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish

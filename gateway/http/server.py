@@ -19,7 +19,14 @@ class EmbeddedServer(uvicorn.Server):
 
 def make_server(app: FastAPI, host: str, port: int) -> EmbeddedServer:
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+        # Open keep-alive or event-stream connections must not hold a shutdown forever.
+        timeout_graceful_shutdown=3,
     )
     return EmbeddedServer(config)
 

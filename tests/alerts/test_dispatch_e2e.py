@@ -189,11 +189,14 @@ async def test_temperature_hovering_at_the_limit_opens_one_alert(
             publisher.json("scgw/th-1/telemetry", {"ts": stamp, "metrics": {"temperature": value}})
         await publisher.flushed()
 
-        async def readings_in() -> bool:
-            rows = await gateway.store.query("SELECT count(*) FROM v_readings")
-            return int(rows[0][0]) == len(values)
-
-        await wait_for(readings_in, timeout=15, message="readings stored")
+        # Every message acked means every reading stored *and* seen by the thresholds.
+        await wait_for(
+            lambda: (
+                gateway.metrics.value("scgw_ack_lag_seconds_count", lane="telemetry") >= len(values)
+            ),
+            timeout=15,
+            message="telemetry handled",
+        )
         alerts = await _alerts(gateway)
         assert [(a.kind, a.count) for a in alerts] == [("high_temp", 1)]
         detail = json.loads(alerts[0].detail)
