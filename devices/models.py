@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+DAY_SECONDS = 86400
 DEVICE_ID_RE = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")  # \Z: no trailing newline
 
 
@@ -54,7 +55,9 @@ class Event:
     """One device event (a press, an alarm, a restore).
 
     ``dedup_key`` is what makes a redelivery harmless: the device's own ``id`` if it sent one,
-    else its ``seq`` within the UTC day of ``ts``; ``None`` when the device sent neither.
+    else its ``seq`` within the UTC day of ``ts`` (SPEC), or within a shorter ``seq_window``
+    for sources whose counters restart (a serial caller that reboots counts from 1 again: a
+    whole-day window would swallow its next press); ``None`` when the device sent neither.
     """
 
     device_id: str
@@ -66,14 +69,20 @@ class Event:
     battery: int | None = None
     source: str = "mqtt"
     payload: str = "{}"
+    seq_window: int = DAY_SECONDS
 
     @property
     def dedup_key(self) -> str | None:
         if self.event_id is not None:
             return f"id:{self.event_id}"
-        if self.seq is not None:
+        if self.seq is None:
+            return None
+        if self.seq_window == DAY_SECONDS:
             return f"seq:{self.seq}:{self.ts.date().isoformat()}"
-        return None
+        # Windows are aligned on the epoch: a retransmission that straddles a boundary is
+        # stored twice and joins the same alert as a repeat, which is harmless.
+        bucket = int(self.ts.timestamp()) // self.seq_window
+        return f"seq:{self.seq}:w{self.seq_window}:{bucket}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,7 @@ VERSION = 1
 HEADER_BYTES = 5  # AA 55 LEN VER TYPE: enough to judge whether a frame can start here
 FIXED_LEN = 8  # VER TYPE ADDR SEQ
 MAX_METRICS = 16  # 5 metrics are defined; room for firmware that repeats or adds some
+SERIAL_SEQ_WINDOW = 300
 SOURCE = "serial"
 
 
@@ -337,6 +338,9 @@ def decode_frame(port: str, frame: Frame, received_at: datetime) -> Decoded:
                 battery=_battery(frame.battery),
                 source=SOURCE,
                 payload=payload,
+                # A caller retransmits within seconds until acked; after a reboot it counts
+                # from 1 again, so the same SEQ later that day is a new press.
+                seq_window=SERIAL_SEQ_WINDOW,
             ),
         )
     elif isinstance(frame, TelemetryFrame):

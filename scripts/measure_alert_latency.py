@@ -49,8 +49,11 @@ async def main(presses: int, backend: str) -> None:
         await store.open()
         buttons = [f"btn-{i}" for i in range(presses)]
         await store.upsert_responders(
-            [ResponderRecord("v-1", "志愿者", "volunteer",
-                             channels=(f"json://127.0.0.1:{phones.port}/v-1",))]
+            [
+                ResponderRecord(
+                    "v-1", "志愿者", "volunteer", channels=(f"json://127.0.0.1:{phones.port}/v-1",)
+                )
+            ]
         )
         await store.upsert_residents([ResidentRecord("r1", "张秀英", responders=("v-1",))])
         await store.upsert_devices(
@@ -72,8 +75,12 @@ async def main(presses: int, backend: str) -> None:
             for i, button in enumerate(buttons):
                 t0 = time.perf_counter()
                 publisher.json(f"scgw/{button}/event", {"id": f"m-{i}", "type": "sos"})
-                await wait_for(lambda n=i + 1: len(phones.requests) >= n, timeout=10,
-                               interval=0.0005, message=f"notification {i}")
+                await wait_for(
+                    lambda n=i + 1: len(phones.requests) >= n,
+                    timeout=10,
+                    interval=0.0005,
+                    message=f"notification {i}",
+                )
                 latencies.append((time.perf_counter() - t0) * 1000)
         finally:
             publisher.close()

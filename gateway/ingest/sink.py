@@ -48,7 +48,9 @@ class DeviceSink:
     async def event(self, event: Event) -> bool:
         """Store one event, then hand it to the bus. True when it was new."""
         new = await write_durably(self._metrics, self.lane, lambda: self._store.store_event(event))
-        await self._bus.deliver(event, duplicate=not new)
+        await write_durably(
+            self._metrics, self.lane, lambda: self._bus.deliver(event, duplicate=not new)
+        )
         if not new:
             self._metrics.duplicates.labels(kind="event").inc()
             return False

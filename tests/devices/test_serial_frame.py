@@ -151,7 +151,7 @@ def test_event_frame_to_event() -> None:
     )
     assert event.source == "serial"
     assert event.ts == NOW
-    assert event.dedup_key == f"seq:41:{NOW.date().isoformat()}"
+    assert event.dedup_key == f"seq:41:w300:{int(NOW.timestamp()) // 300}"
     assert '"addr":43981' in event.payload
 
 
@@ -256,3 +256,20 @@ def test_frames_mixed_with_noise_and_flipped_bits(chunks: list[bytes], data: st.
         items += decoder.expire()
     accounted = sum(len(i.data) if isinstance(i, Skipped) else len(encode(i)) for i in items)
     assert accounted == len(stream)
+
+
+def test_a_rebooted_caller_reusing_a_seq_later_is_a_new_press() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from devices.models import Event, EventType
+    from devices.serial_frame import SERIAL_SEQ_WINDOW
+
+    t0 = datetime(2026, 11, 27, 8, 0, 10, tzinfo=UTC)
+
+    def press(at: datetime) -> Event:
+        return Event(
+            "btn", EventType.SOS, at, at, seq=1, source="serial", seq_window=SERIAL_SEQ_WINDOW
+        )
+
+    assert press(t0).dedup_key == press(t0 + timedelta(seconds=5)).dedup_key  # retransmission
+    assert press(t0).dedup_key != press(t0 + timedelta(hours=2)).dedup_key  # after a reboot

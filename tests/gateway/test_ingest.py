@@ -43,10 +43,18 @@ async def test_events_telemetry_and_status_reach_the_views(
         "SELECT metric, value FROM v_readings WHERE device_id = 'th-1' ORDER BY metric"
     )
     assert values == [("humidity", 40.0), ("temperature", 21.5)]
-    devices = await gw.store.query(
-        "SELECT device_id, battery, online FROM v_devices ORDER BY device_id"
+
+    async def health() -> list[tuple[str, int | None, bool]]:
+        rows = await gw.store.query(
+            "SELECT device_id, battery, online FROM v_devices ORDER BY device_id"
+        )
+        return [(d, b, bool(o)) for d, b, o in rows]
+
+    # Health is written after the ack: wait for it rather than race it.
+    expected = [("btn-1", 77, True), ("th-1", None, True)]
+    await wait_for(
+        lambda: _equals(health, expected), timeout=10, message="device health in v_devices"
     )
-    assert [(d, b, bool(o)) for d, b, o in devices] == [("btn-1", 77, True), ("th-1", None, True)]
 
     # The device's will: the broker publishes it when the device vanishes.
     publisher.json("scgw/th-1/status", {"state": "offline"}, retain=True)
@@ -207,3 +215,7 @@ async def test_event_lane_does_not_wait_for_telemetry(
         return await gw.count("SELECT count(*) FROM v_readings") == 500
 
     await wait_for(all_stored, timeout=20, message="held telemetry stored")
+
+
+async def _equals(probe, expected):  # type: ignore[no-untyped-def]
+    return (await probe()) == expected
