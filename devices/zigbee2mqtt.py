@@ -165,6 +165,15 @@ class Zigbee2MqttCodec:
             else:
                 problems.append(f"contact is {type(closed).__name__}, not true/false")
 
+        if "occupancy" in data:
+            occupied = data["occupancy"]
+            if occupied is True:
+                # Someone moved: the activity the welfare check looks for (every detection,
+                # not only the first, is a sign of life).
+                event(EventType.MOTION, "occupancy")
+            elif not isinstance(occupied, bool):
+                problems.append(f"occupancy is {type(occupied).__name__}, not true/false")
+
         action = data.get("action")
         if isinstance(action, str) and action.lower() in SOS_ACTIONS:
             event(EventType.SOS, "action")

@@ -86,6 +86,18 @@ def test_water_sensor() -> None:
     assert readings(decoded) == {"battery": 100.0, "linkquality": 87.0}
 
 
+def test_motion_sensor_occupancy_is_activity() -> None:
+    # An Aqara/Xiaomi motion sensor (RTCGQ11LM) as zigbee2mqtt publishes it.
+    motion = {"battery": 91, "illuminance": 12, "linkquality": 150, "occupancy": True}
+    codec = Zigbee2MqttCodec()
+    assert events(decode(codec, "hall_motion", motion)) == [EventType.MOTION]
+    assert events(decode(codec, "hall_motion", motion)) == [EventType.MOTION]  # each detection
+    assert events(decode(codec, "hall_motion", {**motion, "occupancy": False})) == []
+    bad = decode(codec, "hall_motion", {**motion, "occupancy": "yes"})
+    assert events(bad) == []
+    assert any("occupancy" in p for p in bad.problems)
+
+
 def test_door_contact_only_on_change() -> None:
     codec = Zigbee2MqttCodec()
     assert events(decode(codec, "front_door", AQARA_DOOR)) == []  # first value: state only
