@@ -120,6 +120,70 @@ def cmd_import(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
+# -- scgw users -----------------------------------------------------------------------------------
+def cmd_users_add(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+    from typing import cast
+
+    from gateway.storage.factory import open_store
+    from gateway.users import (
+        UserExistsError,
+        UserStore,
+        check_name,
+        hash_secret,
+        new_token,
+        parse_role,
+    )
+
+    try:
+        name, role = check_name(args.name), parse_role(args.role)
+    except ValueError as exc:
+        print(f"scgw users add: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    settings = _settings(args)
+
+    async def main() -> int:
+        store = open_store(settings.database.url)
+        await store.open()
+        token = new_token()
+        try:
+            users = cast(UserStore, store)  # both backends implement the user store
+            await users.create_user(name, role, hash_secret(token), datetime.now(UTC))
+        except UserExistsError:
+            print(f"scgw users add: user {name!r} exists / 用户已存在", file=sys.stderr)
+            return EXIT_FAILED
+        finally:
+            await store.close()
+        print(f"user {name} ({role.value}) created / 已创建")
+        print("API token (shown once, keep it safe / 仅显示一次，请妥善保存):")
+        print(token)
+        return EXIT_OK
+
+    return asyncio.run(main())
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    from typing import cast
+
+    from gateway.storage.factory import open_store
+    from gateway.users import UserStore
+
+    settings = _settings(args)
+
+    async def main() -> int:
+        store = open_store(settings.database.url)
+        await store.open()
+        try:
+            users = await cast(UserStore, store).list_users()
+        finally:
+            await store.close()
+        for user in users:
+            print(f"{user.name}\t{user.role.value}")
+        return EXIT_OK
+
+    return asyncio.run(main())
+
+
 # -- scgw demo -----------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import DemoOptions, run_demo
@@ -192,6 +256,21 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--db", help="database URL (overrides the config)")
     imp.set_defaults(func=cmd_import)
 
+    users = sub.add_parser("users", help="logins of the duty-desk API and dashboard")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    users_add = users_sub.add_parser("add", help="create a login; prints its API token once")
+    users_add.add_argument("name")
+    users_add.add_argument(
+        "--role", required=True, help="admin, duty, responder, technician or viewer"
+    )
+    users_add.add_argument("-c", "--config", help="TOML config file")
+    users_add.add_argument("--db", help="database URL (overrides the config)")
+    users_add.set_defaults(func=cmd_users_add)
+    users_list = users_sub.add_parser("list", help="list logins and their roles")
+    users_list.add_argument("-c", "--config", help="TOML config file")
+    users_list.add_argument("--db", help="database URL (overrides the config)")
+    users_list.set_defaults(func=cmd_users_list)
+
     demo = sub.add_parser("demo", help="everything embedded: broker, database, fleet, dashboard")
     demo.add_argument("--http", help="dashboard HOST:PORT (default 127.0.0.1:8080)")
     demo.add_argument("--mqtt-port", type=int, help="embedded broker port (default 1883)")
@@ -225,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     ser.add_argument("--press", type=_int_any_base, metavar="ADDR", help="press once, until acked")
     ser.add_argument("--duration", type=float, help="stop after this many seconds")
     ser.set_defaults(func=cmd_sim_serial)
+    from simulators.cli_sim import add_sim_commands  # sim fleet, responders, scenario
+
+    add_sim_commands(sim_sub)
     return parser
 
 

@@ -10,16 +10,17 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 from devices.csv_import import format_report, import_csv
-from devices.models import DeviceType
 from gateway.config import ConfigError, load_settings
 from gateway.embedded_broker import EmbeddedBroker, free_port, port_is_free
 from gateway.runtime import Gateway
 from gateway.storage.factory import open_store
-from simulators.fleet import Fleet, FleetOptions
-from simulators.mqtt_client import connect_publisher
+from gateway.users import Role, UserStore, fresh_login, login_banner
+from simulators.fleet import DeviceSpec, Fleet, FleetOptions
 from simulators.responders import AutoResponders, ResponderOptions
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ DEFAULT_MQTT_PORT = 1883
 COMMUNITY = Path(__file__).resolve().parent.parent / "config" / "community"
 COMMUNITY_FILES = ("responders.csv", "residents.csv", "devices.csv")
 START_TIMEOUT = 30.0
+DEMO_USER = "duty"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +66,9 @@ async def _load_community(db_url: str) -> None:
         await store.close()
 
 
-async def _fleet_devices(gateway: Gateway) -> list[tuple[str, DeviceType]]:
-    rows = await gateway.store.query("SELECT device_id, type FROM v_devices ORDER BY device_id")
-    return [(str(d), DeviceType(t)) for d, t in rows if t in DeviceType._value2member_map_]
+async def _fleet_devices(gateway: Gateway) -> list[DeviceSpec]:
+    """The registry's devices: zigbee ones then publish as zigbee2mqtt, the rest natively."""
+    return [DeviceSpec.from_record(r) for r in await gateway.store.devices()]
 
 
 async def run_demo(options: DemoOptions, stop: asyncio.Event) -> int:
@@ -110,15 +112,23 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event) -> int:
             return 1
         if started not in done:
             raise ConfigError("the gateway did not start within 30 s")
-
-        publisher = await asyncio.to_thread(
-            connect_publisher, f"mqtt://127.0.0.1:{mqtt_port}", "scgw-demo-fleet"
+        # A duty-desk login for this run; both backends implement the user store.
+        demo_token = await fresh_login(
+            cast(UserStore, gateway.store), DEMO_USER, Role.DUTY, datetime.now(UTC)
         )
-        fleet = Fleet(publisher, await _fleet_devices(gateway), FleetOptions())
+
+        # SOS buttons and pendants get their own connection with a will (simulators/fleet.py).
+        fleet = Fleet(
+            f"mqtt://127.0.0.1:{mqtt_port}",
+            await _fleet_devices(gateway),
+            FleetOptions(client_prefix="scgw-demo"),
+        )
+        await fleet.start()
         fleet_task = asyncio.create_task(fleet.run(), name="fleet")
         volunteers = AutoResponders(ResponderOptions(url=f"mqtt://127.0.0.1:{mqtt_port}"))
         await volunteers.start()
         _banner(http_host, http_port, mqtt_port, options.db, len(fleet.devices))
+        print(login_banner(f"http://{http_host}:{http_port}", DEMO_USER, demo_token), flush=True)
 
         await stop.wait()
         print("\nstopping / 正在停止 …")
@@ -126,8 +136,7 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await fleet_task
         await volunteers.stop()
-        publisher.disconnect()
-        publisher.loop_stop()
+        await fleet.stop()
         gateway.request_stop()
         await runner
     finally:

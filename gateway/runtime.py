@@ -16,8 +16,8 @@ from devices.feedback import FeedbackRouter
 from devices.registry import RegistryCache
 from gateway.alerting import Alerting
 from gateway.config import ConfigError, Settings, redact_url
-from gateway.http.app import create_app
 from gateway.http.server import EmbeddedServer, bind_socket, make_server
+from gateway.http.site import build_app
 from gateway.ingest.bus import EventBus
 from gateway.ingest.events import EventIngest
 from gateway.ingest.telemetry import SYS_DROPPED, TelemetryIngest
@@ -99,7 +99,7 @@ class Gateway:
         try:
             async with asyncio.TaskGroup() as tg:
                 if sock is not None:
-                    app = create_app(self, routers=[self.alerting.router()])
+                    app = build_app(self)  # health, accept links, /api/v1, dashboard
                     self._server = make_server(app, "", 0)
                     self._spawn(tg, "http", self._serve_http(self._server, sock))
                 self._spawn(tg, "startup", self._start_ingest(tg))

@@ -6,7 +6,7 @@
 #   bash scripts/test.sh tests/harness -q  # arguments go to pytest
 #
 # On a fresh Debian machine run as root: creates .venv, installs the project with its
-# test extras, and apt-installs mosquitto and PostgreSQL when their binaries are missing.
+# test extras, and apt-installs mosquitto, PostgreSQL and Chromium when they are missing.
 # The services Debian starts with them (1883, 5432) are left alone; the tests never use them.
 # Exit status: the first failing step's, else pytest's (5 = no tests collected = failure).
 set -euo pipefail
@@ -65,11 +65,15 @@ say "pip install -e '.[test]'"
 missing=()
 have_mosquitto || missing+=(mosquitto)
 have_postgres || missing+=(postgresql)
+# The dashboard's browser tests drive Debian's headless Chromium through Playwright (never
+# `playwright install`: no browser downloads); the CJK fonts make the screenshots readable.
+[ -x /usr/bin/chromium ] || missing+=(chromium fonts-noto-cjk)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
 fi
 have_mosquitto || die "mosquitto still not found after installing it"
 have_postgres || die "PostgreSQL server binaries (initdb, postgres) still not found"
+[ -x /usr/bin/chromium ] || die "/usr/bin/chromium still not found after installing it"
 
 # --- checks -------------------------------------------------------------------------
 say "ruff check ."

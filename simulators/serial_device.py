@@ -311,20 +311,32 @@ async def run_serial_sim(options: SimOptions, stop: asyncio.Event) -> int:
     if options.duration is not None:
         loop = asyncio.get_running_loop()
         loop.call_later(options.duration, stop.set)
+    status = 0
     try:
         if options.press is not None:
-            try:
-                ack, tries = await sim.press(options.press)
-                print(
-                    f"press of 0x{options.press:08X} acked (status {ack.status}), {tries} send(s)"
-                )
-            except TimeoutError as exc:
-                print(f"press not acknowledged: {exc}")
-                return 1
+            status = await _press_until_stopped(sim, options.press, stop)
         await stop.wait()
     finally:
         for task in tasks:
             task.cancel()
         line.close()
     print(f"acks received by status: {dict(counts)}; bad downlink bytes: {sim.bad_bytes}")
+    return status
+
+
+async def _press_until_stopped(sim: SerialSimulator, addr: int, stop: asyncio.Event) -> int:
+    press = asyncio.create_task(sim.press(addr))
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({press, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not press.done():
+        press.cancel()
+        print(f"press of 0x{addr:08X}: stopped before an ack came")
+        return 1
+    try:
+        ack, tries = press.result()
+    except TimeoutError as exc:
+        print(f"press not acknowledged: {exc}")
+        return 1
+    print(f"press of 0x{addr:08X} acked (status {ack.status}) after {tries} send(s)")
     return 0

@@ -16,6 +16,14 @@ class EmbeddedServer(uvicorn.Server):
     def capture_signals(self) -> Generator[None, None, None]:
         yield
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Responses that never finish by themselves (the dashboard's event streams) are
+        # ended first, so stopping does not sit out the graceful-shutdown timeout.
+        state = getattr(self.config.app, "state", None)
+        for stop in getattr(state, "on_server_stop", ()):
+            await stop()
+        await super().shutdown(sockets)
+
 
 def make_server(app: FastAPI, host: str, port: int) -> EmbeddedServer:
     config = uvicorn.Config(

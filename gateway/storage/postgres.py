@@ -36,6 +36,7 @@ from gateway.storage._util import as_json_text, fold_pending, qmark_to_pyformat,
 from gateway.storage.alerts_postgres import PostgresAlerts
 from gateway.storage.base import BatchResult, PendingDevice, StoreError, UpsertResult
 from gateway.storage.schema_postgres import Month
+from gateway.storage.users_postgres import PostgresUsers
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ async def _configure(conn: Conn) -> None:
     await conn.execute(_STAGING_DDL)
 
 
-class PostgresStore(PostgresAlerts):
+class PostgresStore(PostgresAlerts, PostgresUsers):
     """The :class:`~gateway.storage.base.Store` on PostgreSQL (TimescaleDB when present), and
     via :class:`PostgresAlerts` the :class:`~alerts.store.AlertStore`."""
 

@@ -233,13 +233,36 @@ ALERTS_V2: Final[tuple[str, ...]] = (
 )
 
 
+# Logins of the duty-desk API and dashboard (gateway/users.py): only hashes of tokens and
+# session ids are stored. The role is checked in code, so a new role needs no migration.
+USERS_V3: Final[tuple[str, ...]] = (
+    """CREATE TABLE users (
+        name text PRIMARY KEY,
+        role text NOT NULL,
+        token_hash text NOT NULL UNIQUE,
+        created_at timestamptz NOT NULL,
+        token_set_at timestamptz NOT NULL)""",
+    """CREATE TABLE sessions (
+        id_hash text PRIMARY KEY,
+        user_name text NOT NULL,
+        created_at timestamptz NOT NULL,
+        expires_at timestamptz NOT NULL)""",
+    "CREATE INDEX sessions_user ON sessions (user_name)",
+    "CREATE INDEX sessions_expires ON sessions (expires_at)",
+)
+
+
 def migrations(timescale: bool) -> Sequence[tuple[int, Sequence[str]]]:
     """(version, statements), strictly increasing. Append new steps; never edit a released one.
 
     ``timescale`` only matters for a database that has no version 1 yet.
     """
     time_tables = TIMESCALE_V1 if timescale else NATIVE_V1
-    return ((1, (*_REGISTRY_AND_STATE, *time_tables, *VIEWS_V1)), (2, ALERTS_V2))
+    return (
+        (1, (*_REGISTRY_AND_STATE, *time_tables, *VIEWS_V1)),
+        (2, ALERTS_V2),
+        (3, USERS_V3),
+    )
 
 
 LATEST: Final = migrations(False)[-1][0]

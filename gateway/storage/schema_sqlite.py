@@ -172,7 +172,29 @@ _V2_ALERTS: Final[tuple[str, ...]] = (
         FROM alerts""",
 )
 
+# Logins of the duty-desk API and dashboard (gateway/users.py): only hashes of tokens and
+# session ids are stored. The role is checked in code, so a new role needs no migration.
+_V3_USERS: Final[tuple[str, ...]] = (
+    f"""CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        created_at {TS} NOT NULL,
+        token_set_at {TS} NOT NULL)""",
+    f"""CREATE TABLE sessions (
+        id_hash TEXT PRIMARY KEY,
+        user_name TEXT NOT NULL,
+        created_at {TS} NOT NULL,
+        expires_at {TS} NOT NULL)""",
+    "CREATE INDEX sessions_user ON sessions (user_name)",
+    "CREATE INDEX sessions_expires ON sessions (expires_at)",
+)
+
 # (version, statements), strictly increasing. Append new steps; never edit a released one.
-MIGRATIONS: Final[Sequence[tuple[int, Sequence[str]]]] = ((1, _V1), (2, _V2_ALERTS))
+MIGRATIONS: Final[Sequence[tuple[int, Sequence[str]]]] = (
+    (1, _V1),
+    (2, _V2_ALERTS),
+    (3, _V3_USERS),
+)
 
 LATEST: Final = MIGRATIONS[-1][0]

@@ -29,6 +29,7 @@ from gateway.storage import schema_sqlite as schema
 from gateway.storage._util import as_json_text, fold_pending, parse_utc_text, utc_text
 from gateway.storage.alerts_sqlite import SqliteAlerts
 from gateway.storage.base import BatchResult, PendingDevice, StoreError, UpsertResult
+from gateway.storage.users_sqlite import SqliteUsers
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +137,10 @@ def _param(value: Any) -> Any:
     return utc_text(value) if isinstance(value, datetime) else value
 
 
-class SqliteStore(SqliteAlerts):
-    """The :class:`~gateway.storage.base.Store` (and, via :class:`SqliteAlerts`, the
-    :class:`~alerts.store.AlertStore`) on a SQLite file."""
+class SqliteStore(SqliteAlerts, SqliteUsers):
+    """The :class:`~gateway.storage.base.Store` (and, via :class:`SqliteAlerts` and
+    :class:`SqliteUsers`, the :class:`~alerts.store.AlertStore` and the
+    :class:`~gateway.users.UserStore`) on a SQLite file."""
 
     backend = "sqlite"
 

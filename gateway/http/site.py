@@ -1,0 +1,95 @@
+"""The gateway's whole HTTP surface in one app: health/metrics (``app.py``), accept links,
+the ``/api/v1`` duty-desk API, the browser login and the dashboard."""
+
+from __future__ import annotations
+
+from typing import Protocol, cast
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from devices.registry import RegistryCache
+from gateway.alerting import Alerting
+from gateway.config import Settings
+from gateway.http.api.actions import DeskActions
+from gateway.http.api.console import ApiStore, Console
+from gateway.http.api.routes_alerts import alerts_router
+from gateway.http.api.routes_devices import devices_router
+from gateway.http.api.routes_people import people_router
+from gateway.http.api.routes_stats import stats_router
+from gateway.http.api.routes_users import users_router
+from gateway.http.api.stream import AlertFeed
+from gateway.http.app import ReadinessSource, create_app
+from gateway.http.dashboard import dashboard_router
+from gateway.http.session import session_router
+from gateway.storage.base import Store, StoreError
+
+
+class GatewayParts(ReadinessSource, Protocol):
+    """What the site needs of :class:`gateway.runtime.Gateway`."""
+
+    settings: Settings
+    store: Store
+    alerting: Alerting
+    registry: RegistryCache
+
+
+def _where(loc: object) -> str:
+    parts = [str(p) for p in loc] if isinstance(loc, list | tuple) else [str(loc)]
+    return ".".join(parts)
+
+
+async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 body plus one readable line: "query.priority: Input should be …"."""
+    assert isinstance(exc, RequestValidationError)
+    errors = jsonable_encoder(exc.errors(), custom_encoder={Exception: str})
+    message = "; ".join(f"{_where(e.get('loc', ()))}: {e.get('msg', '')}" for e in errors)
+    return JSONResponse({"detail": errors, "message": message}, status_code=422)
+
+
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # The database is away (restart, failover): say so, and let the client retry.
+    return JSONResponse(
+        {"detail": "the database is not reachable; try again shortly"},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
+def console_of(gateway: GatewayParts) -> Console:
+    alerting = gateway.alerting
+    return Console(
+        # Both backends implement every half of the store (registry, alerts, users).
+        store=cast(ApiStore, gateway.store),
+        engine=alerting.engine,
+        directory=alerting.directory,
+        settings=gateway.settings,
+        registry=gateway.registry,
+        notifier=alerting.notifier,
+    )
+
+
+def build_app(gateway: GatewayParts, console: Console | None = None) -> FastAPI:
+    console = console or console_of(gateway)
+    app = create_app(
+        gateway,
+        routers=[
+            gateway.alerting.router(),
+            alerts_router(),
+            devices_router(),
+            people_router(),
+            stats_router(),
+            users_router(),
+            session_router(),
+            dashboard_router(),
+        ],
+    )
+    app.state.console = console
+    app.state.feed = AlertFeed(console)
+    app.state.actions = DeskActions(console)
+    app.state.on_server_stop = [app.state.feed.stop, app.state.actions.stop]
+    app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(StoreError, _unavailable)
+    return app
