@@ -25,7 +25,7 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway.mqtt.client import BrokerAddress, new_client
+from gateway.mqtt.client import BrokerAddress, connect_async, new_client
 
 log = logging.getLogger(__name__)
 
@@ -86,15 +86,9 @@ class MqttPublisher:
         client.on_publish = self._on_publish
         # Clean start: a notification nobody waits for any more must not be replayed from an
         # old session; what was in flight is failed on disconnect and the caller falls back.
-        if self._v5:
-            client.connect_async(
-                self._address.host,
-                self._address.port,
-                keepalive=self._keepalive,
-                clean_start=True,
-            )
-        else:
-            client.connect_async(self._address.host, self._address.port, keepalive=self._keepalive)
+        connect_async(
+            client, self._address, keepalive=self._keepalive, v5=self._v5, clean_start=True
+        )
         self._client = client
         # loop_start's thread retries the first connection too (the broker may start later).
         client.loop_start()

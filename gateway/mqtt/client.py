@@ -8,6 +8,8 @@ from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,36 @@ class BrokerAddress:
             password=unquote(parts.password) if parts.password else None,
             tls=tls,
         )
+
+
+def connect_async(
+    client: mqtt.Client,
+    address: BrokerAddress,
+    *,
+    keepalive: int,
+    v5: bool,
+    clean_start: bool,
+    session_expiry: int = 0,
+    receive_maximum: int | None = None,
+) -> None:
+    """Start connecting (paho's loop thread retries until the broker answers). On v5 the
+    session is set here: ``clean_start`` and its expiry; on 3.1.1 it was fixed by
+    ``new_client(persistent=…)``."""
+    if not v5:
+        client.connect_async(address.host, address.port, keepalive=keepalive)
+        return
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    if session_expiry:
+        props.SessionExpiryInterval = session_expiry
+    if receive_maximum is not None:
+        props.ReceiveMaximum = receive_maximum
+    client.connect_async(
+        address.host,
+        address.port,
+        keepalive=keepalive,
+        clean_start=clean_start,
+        properties=props,
+    )
 
 
 def new_client(

@@ -22,12 +22,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from gateway.mqtt.client import BrokerAddress, new_client
+from gateway.mqtt.client import BrokerAddress, connect_async, new_client
 
 __all__ = ["BrokerAddress", "Inbound", "MqttLane"]
 
@@ -96,21 +95,17 @@ class MqttLane:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
-        if self._v5:
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = self._session_expiry
-            props.ReceiveMaximum = self._receive_maximum
-            # clean_start=False on every connect: paho's default (clean on the first connect
-            # of each process) would wipe the session, and with it what a crash left unacked.
-            client.connect_async(
-                self._address.host,
-                self._address.port,
-                keepalive=self._keepalive,
-                clean_start=False,
-                properties=props,
-            )
-        else:
-            client.connect_async(self._address.host, self._address.port, keepalive=self._keepalive)
+        # clean_start=False on every connect: paho's default (clean on the first connect of
+        # each process) would wipe the session, and with it what a crash left unacked.
+        connect_async(
+            client,
+            self._address,
+            keepalive=self._keepalive,
+            v5=self._v5,
+            clean_start=False,
+            session_expiry=self._session_expiry,
+            receive_maximum=self._receive_maximum,
+        )
         self._client = client
         client.loop_start()
 
