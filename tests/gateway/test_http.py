@@ -109,3 +109,30 @@ async def _status(client: httpx.AsyncClient, path: str, code: int) -> httpx.Resp
     except httpx.TransportError:
         return None
     return response if response.status_code == code else None
+
+
+class _Idle:
+    """The least a gateway offers the HTTP app (a unit test of the docs route only)."""
+
+    def __init__(self) -> None:
+        from gateway.metrics import Metrics
+
+        self.metrics = Metrics()
+
+    async def readiness(self) -> dict[str, dict[str, object]]:
+        return {"test": {"ok": True}}
+
+
+async def test_api_docs_work_without_internet() -> None:
+    from gateway.http.app import create_app
+
+    app = create_app(_Idle())
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        page = await client.get("/docs")
+        assert page.status_code == 200
+        assert "/docs-assets/swagger-ui-bundle.js" in page.text
+        assert "cdn" not in page.text.lower()
+        for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+            assert (await client.get(f"/docs-assets/{asset}")).status_code == 200
+        assert (await client.get("/openapi.json")).json()["info"]["title"].startswith("scgw")
