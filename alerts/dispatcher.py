@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from alerts.config import AlertsSettings
 from alerts.directory import Directory
 from alerts.engine import EngineStore
 from alerts.messages import Lang, local_time
-from alerts.models import Alert, DueStep, PolicyStep, TimelineEntry
+from alerts.models import Alert, DueStep, PolicyStep, TimelineEntry, detail_json
 from alerts.targets import Resolver, Target
 
 log = logging.getLogger(__name__)
@@ -114,7 +113,7 @@ class Dispatcher:
                 now,
                 "system",
                 "step",
-                _json(step=index, targets=[t.key for t in targets], reached=reached),
+                detail_json(step=index, targets=[t.key for t in targets], reached=reached),
             )
         ]
         for outcome in outcomes:
@@ -214,7 +213,7 @@ class Dispatcher:
                     at,
                     "system",
                     "notify",
-                    _json(recipient=outcome.recipient.key, ok=False, detail="no channel"),
+                    detail_json(recipient=outcome.recipient.key, ok=False, detail="no channel"),
                 )
             ]
         return [
@@ -223,7 +222,7 @@ class Dispatcher:
                 at,
                 "system",
                 "notify",
-                _json(
+                detail_json(
                     recipient=outcome.recipient.key,
                     channel=d.channel,
                     ok=d.ok,
@@ -239,9 +238,9 @@ class Dispatcher:
         alerts with this timeline entry) and logged loudly."""
         log.error("alert %s (%s %s) step %d: %s", alert.id, alert.priority, alert.kind, index, why)
         await self.store.add_timeline(
-            [TimelineEntry(alert.id, now, "system", "step_unreached", _json(step=index, why=why))]
+            [
+                TimelineEntry(
+                    alert.id, now, "system", "step_unreached", detail_json(step=index, why=why)
+                )
+            ]
         )
-
-
-def _json(**items: object) -> str:
-    return json.dumps(items, ensure_ascii=False, default=str)

@@ -9,7 +9,6 @@ Notifications are the dispatcher's job: the engine only makes steps due and wake
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -29,6 +28,7 @@ from alerts.models import (
     Outcome,
     Priority,
     TimelineEntry,
+    detail_json,
 )
 from alerts.replies import Reply
 from alerts.rules import (
@@ -79,10 +79,6 @@ def _as_time(value: object) -> datetime:
         return value
     parsed = datetime.fromisoformat(str(value))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _json(**items: object) -> str:
-    return json.dumps(items, ensure_ascii=False, default=str)
 
 
 class AlertEngine:
@@ -171,7 +167,7 @@ class AlertEngine:
                 actor=f"device:{event.device_id}",
                 source=event.source,
                 source_seq=event.seq,
-                detail=_json(event_id=event.event_id, seq=event.seq, type=event.type.value),
+                detail=detail_json(event_id=event.event_id, seq=event.seq, type=event.type.value),
             )
             # Tell the device its call is in, also for a repeat press (the resident presses
             # again because nothing seemed to happen) and for a redelivery (the first answer
@@ -204,7 +200,7 @@ class AlertEngine:
             else:
                 why = "needs a human to close" if needs_human else "after the grace period"
                 await self.store.add_timeline(
-                    [TimelineEntry(alert.id, event.ts, actor, action, _json(note=why))]
+                    [TimelineEntry(alert.id, event.ts, actor, action, detail_json(note=why))]
                 )
 
     async def handle_readings(self, readings: Sequence[Reading]) -> None:
@@ -221,7 +217,7 @@ class AlertEngine:
                     at=reading.ts,
                     trigger_key=None,
                     actor=f"device:{reading.device_id}",
-                    detail=_json(metric=reading.metric, value=reading.value),
+                    detail=detail_json(metric=reading.metric, value=reading.value),
                 )
                 continue
             for alert in await self.store.active_alerts(device_id=reading.device_id):
@@ -233,7 +229,7 @@ class AlertEngine:
                                 reading.ts,
                                 f"device:{reading.device_id}",
                                 "reading_normal",
-                                _json(metric=reading.metric, value=reading.value),
+                                detail_json(metric=reading.metric, value=reading.value),
                             )
                         ]
                     )
@@ -246,7 +242,7 @@ class AlertEngine:
             alert_id,
             from_states=(AlertState.OPEN,),
             to_state=AlertState.ACKNOWLEDGED,
-            entry=TimelineEntry(alert_id, now, actor, "accepted", _json(via=via)),
+            entry=TimelineEntry(alert_id, now, actor, "accepted", detail_json(via=via)),
             acked_by=responder_id,
         )
         if alert is None:
@@ -257,7 +253,7 @@ class AlertEngine:
     async def decline(self, alert_id: str, responder_id: str, via: str) -> ActionOutcome:
         now = self.clock()
         entry = TimelineEntry(
-            alert_id, now, f"responder:{responder_id}", "declined", _json(via=via)
+            alert_id, now, f"responder:{responder_id}", "declined", detail_json(via=via)
         )
         if await self.store.escalate_now(alert_id, entry):
             self.wake_dispatcher()
@@ -290,7 +286,11 @@ class AlertEngine:
             from_states=(AlertState.OPEN, AlertState.ACKNOWLEDGED),
             to_state=AlertState.RESOLVED,
             entry=TimelineEntry(
-                alert_id, self.clock(), actor, "resolved", _json(outcome=outcome.value, note=note)
+                alert_id,
+                self.clock(),
+                actor,
+                "resolved",
+                detail_json(outcome=outcome.value, note=note),
             ),
             outcome=outcome,
             note=note,
@@ -350,7 +350,7 @@ class AlertEngine:
                     self.clock(),
                     "system",
                     "device_feedback",
-                    _json(cmd=kind.value, sent=sent),
+                    detail_json(cmd=kind.value, sent=sent),
                 )
             ]
         )
@@ -396,7 +396,7 @@ class AlertEngine:
                 # One alert per silence: keyed by the last time the device was seen.
                 trigger_key=f"offline:{device_id}:{last_seen.isoformat()}",
                 actor="system",
-                detail=_json(last_seen=last_seen, online=bool(online)),
+                detail=detail_json(last_seen=last_seen, online=bool(online)),
             )
             opened += int(result.applied)
         return opened
@@ -436,7 +436,7 @@ class AlertEngine:
                 at=now,
                 trigger_key=f"welfare:{resident.resident_id}:{seen or 'never'}",
                 actor="system",
-                detail=_json(last_activity=seen),
+                detail=detail_json(last_activity=seen),
             )
             opened += int(result.applied)
         return opened

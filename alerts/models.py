@@ -8,6 +8,7 @@ restart and any gateway instance can run a due step; a stale claim does nothing.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -105,6 +106,11 @@ class OpenResult:
     alert: Alert
     opened: bool  # False: joined an active alert (its count went up)
     applied: bool  # False: this trigger was applied before; nothing changed
+
+
+def detail_json(**items: object) -> str:
+    """The JSON text of a timeline entry's (or an alert's) ``detail``; Chinese kept readable."""
+    return json.dumps(items, ensure_ascii=False, default=str)
 
 
 @dataclass(frozen=True, slots=True)

@@ -169,12 +169,6 @@ class MqttLane:
             rc = client.ack(message.mid, message.qos)
         return rc == mqtt.MQTT_ERR_SUCCESS
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
-        """Queue a downlink publish on this lane's connection (paho retries it on reconnect)."""
-        if self._client is None:
-            raise RuntimeError(f"lane {self.name} is not started")
-        self._client.publish(topic, payload, qos=qos, retain=retain)
-
     # -- paho callbacks (paho's thread) -----------------------------------------------------
     def _on_connect(
         self,
