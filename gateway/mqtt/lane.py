@@ -1,36 +1,68 @@
 """One MQTT connection ("lane") that hands messages to asyncio and acks only when told.
 
-Why paho directly: aiomqtt 2.5.1 acks QoS 1 as soon as a message is queued in memory, so a
-crash loses what is queued (FIELD_NOTES). Here every message is PUBACKed by the consumer after
-its durable write, in arrival order, over a persistent MQTT v5 session (clean_start=False and a
-session expiry), so the broker redelivers anything not yet acked after a crash.
+Why not a client library here: aiomqtt acks QoS 1 as soon as a message is queued in memory, so
+a crash loses what is queued (FIELD_NOTES); paho 2.x with ``manual_ack`` keeps the promise but
+on this project's 2-core target its network thread, per-message objects and v5 property parsing
+capped a subscriber near 7k msg/s (profile in docs/benchmarks.md), half the ingest target. A
+subscriber needs few packets (gateway/mqtt/wire.py), so this lane speaks them on an asyncio
+protocol in the event loop itself: no thread hop, acks written in batches, one clock read per
+received chunk. paho still does all publishing (gateway/mqtt/client.py).
 
-paho runs its network loop in its own thread; received messages cross to the event loop through
-a deque and a wake-up that is only scheduled when the consumer may be waiting.
+Promises kept from the paho version:
+- persistent session: clean start off, a session expiry (v5) / clean session off (3.1.1), a
+  stable client id — whatever is unacked when the process dies is redelivered;
+- PUBACK only when the consumer says the message is stored, in arrival order;
+- an ack for a connection that has since dropped is never sent: its packet id may already name
+  a different message on the new connection;
+- ready only after SUBACK; reconnect with jittered exponential backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
-import threading
+import random
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TypeVar
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
-
-from gateway.mqtt.client import BrokerAddress, connect_async, new_client
+from gateway.mqtt import wire
+from gateway.mqtt.client import BrokerAddress
 
 __all__ = ["BrokerAddress", "Inbound", "MqttLane"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CONNECT_TIMEOUT = 10.0
+STOP_TIMEOUT = 2.0
+BACKOFF_FIRST = 0.2
+BACKOFF_MAX = 10.0
+# Receive buffer bound for 3.1.1 brokers (v5 has Receive Maximum): stop reading the socket
+# while this many messages wait for the consumer; TCP then holds the broker back.
+HIGH_WATER = 50_000
+LOW_WATER = 10_000
+MAX_PACKET = 16 * 1024 * 1024
+
+_REFUSED_311 = {
+    1: "unacceptable protocol version",
+    2: "client id rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorised",
+}
+
+
+def _refusal(code: int, v5: bool) -> str:
+    if not v5:
+        return _REFUSED_311.get(code, f"return code {code}")
+    names = {0x86: "bad user name or password", 0x87: "not authorised", 0x85: "client id rejected"}
+    return names.get(code, f"reason code 0x{code:02x}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +77,139 @@ class Inbound:
     received_at: datetime
     received_mono: float
     dup: bool = False
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP connection's bytes → packets. Lives in the event loop; no locking needed."""
+
+    def __init__(self, lane: MqttLane, generation: int) -> None:
+        self._lane = lane
+        self.generation = generation
+        self._buf = bytearray()
+        self._acks = bytearray()
+        self._flush_scheduled = False
+        self.transport: asyncio.Transport | None = None
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self.connack: asyncio.Future[wire.ConnAck] = loop.create_future()
+        self.suback: asyncio.Future[wire.SubAck] = loop.create_future()
+        self.closed: asyncio.Future[str] = loop.create_future()
+        self.last_received = time.monotonic()
+        self.paused = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if not self.closed.done():
+            self.closed.set_result(str(exc) if exc else "connection closed by the broker")
+
+    def data_received(self, data: bytes) -> None:
+        self.last_received = time.monotonic()
+        buf = self._buf
+        buf += data
+        lane = self._lane
+        v5 = lane.v5
+        items = lane.items
+        # One clock read per chunk: messages that arrived together share it.
+        received_at = datetime.now(UTC)
+        received_mono = self.last_received
+        generation = self.generation
+        offset = 0
+        size = len(buf)
+        woke = False
+        try:
+            while offset < size:
+                header = wire.read_header(buf, offset)
+                if header is None:
+                    break
+                first, start, length = header
+                if length > MAX_PACKET:
+                    raise wire.ProtocolError(f"packet of {length} bytes")
+                end = start + length
+                if end > size:
+                    break
+                kind = first >> 4
+                if kind == wire.PacketType.PUBLISH:
+                    packet = wire.parse_publish(first, buf, start, end, v5=v5)
+                    items.append(
+                        Inbound(
+                            # Decoded leniently: a topic that is not UTF-8 becomes a counted
+                            # rejection downstream, not an exception here.
+                            packet.topic.decode("utf-8", "replace"),
+                            packet.payload,
+                            packet.qos,
+                            packet.packet_id,
+                            generation,
+                            received_at,
+                            received_mono,
+                            packet.dup,
+                        )
+                    )
+                    woke = True
+                else:
+                    self._control(kind, first, bytes(buf[start:end]))
+                offset = end
+        except wire.ProtocolError as exc:
+            log.error("mqtt lane %s: broker sent malformed data: %s", lane.name, exc)
+            del buf[:]
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        del buf[:offset]
+        if woke:
+            lane.wake()
+            if len(items) >= HIGH_WATER and self.transport is not None and not self.paused:
+                self.paused = True
+                self.transport.pause_reading()
+
+    def _control(self, kind: int, first: int, body: bytes) -> None:
+        v5 = self._lane.v5
+        if kind == wire.PacketType.CONNACK:
+            if not self.connack.done():
+                self.connack.set_result(wire.parse_connack(body, v5=v5))
+        elif kind == wire.PacketType.SUBACK:
+            if not self.suback.done():
+                self.suback.set_result(wire.parse_suback(body, v5=v5))
+        elif kind == wire.PacketType.DISCONNECT:
+            reason = body[0] if body else 0
+            if not self.closed.done():
+                self.closed.set_result(f"broker disconnected us (reason 0x{reason:02x})")
+            if self.transport is not None:
+                self.transport.close()
+        elif kind == wire.PacketType.PINGRESP:
+            pass  # last_received is the liveness signal
+        else:
+            # PUBREL & co. cannot come for QoS 1 subscriptions; AUTH is not used. Ignoring
+            # beats dropping the connection, which would only bring the same bytes back.
+            log.debug("mqtt lane %s: ignoring packet type %d", self._lane.name, kind)
+
+    # -- writing ----------------------------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def queue_ack(self, packet_id: int) -> None:
+        self._acks += wire.encode_puback(packet_id)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            # Acks of one batch leave in one write (one syscall), still in order.
+            self._loop.call_soon(self.flush_acks)
+
+    def flush_acks(self) -> None:
+        self._flush_scheduled = False
+        if self._acks:
+            data = bytes(self._acks)
+            self._acks.clear()
+            self.send(data)
+
+    def resume_if_drained(self, depth: int) -> None:
+        if self.paused and depth <= LOW_WATER and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
 
 
 class MqttLane:
@@ -70,196 +235,222 @@ class MqttLane:
         self._receive_maximum = receive_maximum
         self._session_expiry = int(session_expiry)
         self._keepalive = keepalive
-        self._v5 = protocol == "5"
+        self.v5 = protocol == "5"
         self._on_connection_change = on_connection_change
-        self._items: collections.deque[Inbound] = collections.deque()
+        self.items: collections.deque[Inbound] = collections.deque()
         self._wake = asyncio.Event()
-        self._signalled = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        # Guards the generation against a reconnect between "is this ack current?" and the
-        # ack itself: a PUBACK carrying an old connection's packet id would ack a different
-        # message on the new connection.
-        self._ack_lock = threading.Lock()
         self._generation = 0
-        self._connected = threading.Event()
-        self._client: mqtt.Client | None = None
+        self._conn: _Connection | None = None
+        self._connected = False
+        self._task: asyncio.Task[None] | None = None
         self.last_error: str | None = None
+        self.connects = 0
+        self._stopping = False
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        client = new_client(
-            self._address, self.client_id, v5=self._v5, persistent=True, manual_ack=True
-        )
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_subscribe = self._on_subscribe
-        # clean_start=False on every connect: paho's default (clean on the first connect of
-        # each process) would wipe the session, and with it what a crash left unacked.
-        connect_async(
-            client,
-            self._address,
-            keepalive=self._keepalive,
-            v5=self._v5,
-            clean_start=False,
-            session_expiry=self._session_expiry,
-            receive_maximum=self._receive_maximum,
-        )
-        self._client = client
-        client.loop_start()
+        # The lane supervises its own connection (reconnect with backoff is its whole job);
+        # the reference is kept here and the task ends in stop().
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name=f"mqtt-lane-{self.name}")
 
     async def stop(self) -> None:
-        client, self._client = self._client, None
-        if client is None:
-            return
-        # Unacked messages stay in the broker's session and come back on the next start.
-        client.disconnect()
-        await asyncio.to_thread(client.loop_stop)
+        task, self._task = self._task, None
+        self._stopping = True
+        conn = self._conn
+        if conn is not None and conn.transport is not None:
+            # Acks queued for this loop iteration go first; a normal DISCONNECT then keeps
+            # the session: unacked messages come back on the next start.
+            conn.flush_acks()
+            conn.send(wire.encode_disconnect())
+            # The broker closes after reading DISCONNECT. Closing first could send it an RST
+            # (if bytes were still unread on our side), and an RST makes the broker's kernel
+            # discard what it had not yet read: the last acks.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(conn.closed), STOP_TIMEOUT)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         self._set_connected(False)
 
     @property
     def connected(self) -> bool:
         """Connected and subscribed."""
-        return self._connected.is_set()
+        return self._connected
 
     @property
     def depth(self) -> int:
-        return len(self._items)
+        return len(self.items)
 
     # -- consuming --------------------------------------------------------------------------
     async def get(self) -> Inbound:
-        while not self._items:
-            await self._sleep_until_woken()
-        return self._items.popleft()
+        while not self.items:
+            self._wake.clear()
+            await self._wake.wait()
+        item = self.items.popleft()
+        self._resume()
+        return item
 
     async def get_batch(self, max_items: int, max_delay: float) -> list[Inbound]:
         """Wait for one message, then gather more until ``max_items`` or ``max_delay``."""
-        first = await self.get()
-        batch = [first]
+        batch = [await self.get()]
+        items = self.items
         deadline = time.monotonic() + max_delay
-        while len(batch) < max_items:
-            while self._items and len(batch) < max_items:
-                batch.append(self._items.popleft())
+        while True:
+            while items and len(batch) < max_items:
+                batch.append(items.popleft())
             remaining = deadline - time.monotonic()
             if len(batch) >= max_items or remaining <= 0:
                 break
+            self._wake.clear()
             try:
-                await asyncio.wait_for(self._sleep_until_woken(), remaining)
+                await asyncio.wait_for(self._wake.wait(), remaining)
             except TimeoutError:
                 break
+        self._resume()
         return batch
 
-    async def _sleep_until_woken(self) -> None:
-        self._wake.clear()
-        self._signalled = False
-        if self._items:
-            return
-        await self._wake.wait()
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _resume(self) -> None:
+        conn = self._conn
+        if conn is not None and conn.paused:
+            conn.resume_if_drained(len(self.items))
 
     def ack(self, message: Inbound) -> bool:
         """PUBACK one stored message. False when its connection is gone (the broker will
         redeliver it, and the store absorbs the duplicate)."""
         if message.qos == 0:
             return True
-        with self._ack_lock:
-            client = self._client
-            if client is None or message.generation != self._generation:
-                return False
-            rc = client.ack(message.mid, message.qos)
-        return rc == mqtt.MQTT_ERR_SUCCESS
+        conn = self._conn
+        if conn is None or message.generation != self._generation or not self._connected:
+            return False
+        conn.queue_ack(message.mid)
+        return True
 
-    # -- paho callbacks (paho's thread) -----------------------------------------------------
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.ConnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        if reason_code.is_failure:
-            self.last_error = f"broker refused connection: {reason_code}"
-            log.error("mqtt lane %s: %s", self.name, self.last_error)
-            return
-        self.last_error = None
-        if self._v5:
-            options = SubscribeOptions(qos=1)
-            client.subscribe([(topic, options) for topic in self._subscriptions])
-        else:
-            client.subscribe([(topic, 1) for topic in self._subscriptions])
+    # -- the connection -----------------------------------------------------------------------
+    async def _run(self) -> None:
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                await self._session()
+                delay = BACKOFF_FIRST  # it was up: the next drop starts the backoff afresh
+            except (TimeoutError, wire.ProtocolError, _Refused) as exc:
+                self.last_error = str(exc) or type(exc).__name__
+                log.warning(
+                    "mqtt lane %s: %s; retrying in about %.1fs", self.name, self.last_error, delay
+                )
+            except OSError as exc:
+                where = f"{self._address.host}:{self._address.port}"
+                self.last_error = f"cannot reach broker {where}: {exc.strerror or exc}"
+                log.warning(
+                    "mqtt lane %s: %s; retrying in about %.1fs", self.name, self.last_error, delay
+                )
+            finally:
+                self._drop()
+            # Full jitter around the step: many gateways (or lanes) that lost one broker do
+            # not all come back in the same instant.
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _session(self) -> None:
+        loop = asyncio.get_running_loop()
+        address = self._address
+        self._generation += 1
+        generation = self._generation
+        context = ssl.create_default_context() if address.tls else None
+        _transport, conn = await asyncio.wait_for(
+            loop.create_connection(
+                lambda: _Connection(self, generation),
+                address.host,
+                address.port,
+                ssl=context,
+                server_hostname=address.host if context else None,
+            ),
+            CONNECT_TIMEOUT,
+        )
+        self._conn = conn
+        conn.send(
+            wire.encode_connect(
+                self.client_id,
+                keepalive=self._keepalive,
+                clean=False,
+                v5=self.v5,
+                username=address.username,
+                password=address.password,
+                session_expiry=self._session_expiry,
+                receive_maximum=self._receive_maximum,
+            )
+        )
+        connack = await self._await(conn, conn.connack, "CONNACK")
+        if connack.code != 0:
+            raise _Refused(f"broker refused connection: {_refusal(connack.code, self.v5)}")
+        conn.send(wire.encode_subscribe(1, self._subscriptions, qos=1, v5=self.v5))
+        suback = await self._await(conn, conn.suback, "SUBACK")
+        refused = [code for code in suback.codes if code >= 0x80]
+        if refused:
+            # Not ready: the broker (its ACL, say) refused a subscription we need.
+            raise _Refused(f"subscription refused (codes {refused})")
+        self.connects += 1
         log.info(
             "mqtt lane %s connected to %s:%d as %s (session present: %s)",
             self.name,
-            self._address.host,
-            self._address.port,
+            address.host,
+            address.port,
             self.client_id,
-            flags.session_present,
+            connack.session_present,
         )
-
-    def _on_subscribe(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        mid: int,
-        reason_codes: list[ReasonCode],
-        properties: Properties | None,
-    ) -> None:
-        refused = [str(rc) for rc in reason_codes if rc.is_failure]
-        if refused:
-            # Not ready: the broker (its ACL, say) refused a subscription we need.
-            self.last_error = f"subscription refused: {', '.join(refused)}"
-            log.error("mqtt lane %s: %s", self.name, self.last_error)
-            return
+        self.last_error = None
         # Ready only now: a message published before the broker knew our subscription would
         # not be kept for us (on the very first start, when no session exists yet).
         self._set_connected(True)
-
-    def _on_disconnect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.DisconnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        with self._ack_lock:
-            self._generation += 1
-        if self._client is not None:
-            self.last_error = f"disconnected: {reason_code}"
+        await self._keep_alive(conn)
+        if not self._stopping:
+            self.last_error = f"disconnected: {conn.closed.result()}"
             log.warning("mqtt lane %s %s; reconnecting", self.name, self.last_error)
+
+    async def _await(self, conn: _Connection, step: asyncio.Future[T], what: str) -> T:
+        done, _ = await asyncio.wait(
+            (step, conn.closed), timeout=CONNECT_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+        )
+        if step in done:
+            return step.result()
+        if conn.closed in done:
+            raise ConnectionError(f"connection closed before {what}: {conn.closed.result()}")
+        raise TimeoutError(f"no {what} within {CONNECT_TIMEOUT:.0f}s")
+
+    async def _keep_alive(self, conn: _Connection) -> None:
+        """PINGREQ at ¾ of the keepalive; a broker silent for 1½ keepalives is gone (a cut
+        network shows no FIN, so only silence tells)."""
+        interval = max(1.0, self._keepalive * 0.75)
+        while not conn.closed.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(conn.closed), interval)
+                return
+            except TimeoutError:
+                pass
+            if time.monotonic() - conn.last_received > self._keepalive * 1.5:
+                if conn.transport is not None:
+                    conn.transport.abort()
+                await conn.closed
+                return
+            conn.send(wire.encode_pingreq())
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        self._generation += 1  # any ack still in flight for that connection is now stale
+        if conn is not None and conn.transport is not None:
+            conn.transport.abort()
         self._set_connected(False)
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        # The raw topic, decoded leniently: a topic that is not UTF-8 must become a counted
-        # rejection downstream, not an exception that would end paho's network thread.
-        topic = bytes(msg._topic).decode("utf-8", errors="replace")
-        self._items.append(
-            Inbound(
-                topic=topic,
-                payload=bytes(msg.payload),
-                qos=msg.qos,
-                mid=msg.mid,
-                generation=self._generation,
-                received_at=datetime.now(UTC),
-                received_mono=time.monotonic(),
-                dup=bool(msg.dup),
-            )
-        )
-        if not self._signalled and self._loop is not None:
-            self._signalled = True
-            self._call_in_loop(self._wake.set)
-
     def _set_connected(self, up: bool) -> None:
-        if up:
-            self._connected.set()
-        else:
-            self._connected.clear()
-        if self._on_connection_change is not None:
-            self._call_in_loop(self._on_connection_change, self.name, up)
+        changed = up != self._connected
+        self._connected = up
+        if changed and self._on_connection_change is not None:
+            self._on_connection_change(self.name, up)
 
-    def _call_in_loop(self, fn: Callable[..., None], *args: Any) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return  # shutting down: nothing is waiting any more
-        loop.call_soon_threadsafe(fn, *args)
+
+class _Refused(Exception):
+    """The broker answered but said no (credentials, ACL): retried with backoff, and shown."""
