@@ -1,49 +1,6 @@
-"""The gateway as a separate process (``python -m gateway run -c FILE``), for tests that
-SIGKILL it and start it again."""
+"""The gateway as a separate process: the code lives in ``gateway.bench.gateway_process``
+(``scgw bench`` runs the gateway the same way); this module keeps the tests' imports working."""
 
-from __future__ import annotations
+from gateway.bench.gateway_process import GatewayProcess
 
-import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
-
-import httpx
-
-
-class GatewayProcess:
-    def __init__(self, config: Path, log: Path, http_port: int) -> None:
-        self.config = config
-        self.log = log
-        self.http_port = http_port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "run", "-c", str(self.config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-
-    def ready(self) -> bool:
-        """/readyz says 200: subscribed on both lanes, database reachable."""
-        try:
-            response = httpx.get(f"http://127.0.0.1:{self.http_port}/readyz", timeout=2)
-        except httpx.TransportError:
-            return False
-        return response.status_code == 200
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            return self.proc.wait(timeout=20)
-        return self.proc.returncode
+__all__ = ["GatewayProcess"]
