@@ -123,6 +123,22 @@ def _device_time(ts: datetime | None, received_at: datetime) -> tuple[datetime, 
     return ts, False
 
 
+# Payload fields some firmwares use to name the sender. The topic is what the broker's ACL
+# checks (scgw/%u/event, …), so a payload naming another device is a spoof or a misconfigured
+# unit: refused, never stored under either id.
+PAYLOAD_ID_KEYS = ("device_id", "device")
+
+
+def check_payload_id(device_id: str, data: dict[str, Any]) -> None:
+    """Raise ``Rejected(ID_MISMATCH)`` when the payload names a device other than the topic."""
+    for key in PAYLOAD_ID_KEYS:
+        if key in data and data[key] != device_id:
+            shown = repr(data[key])[:80]
+            raise Rejected(
+                RejectReason.ID_MISMATCH, f"topic id {device_id!r} but payload {key}={shown}"
+            )
+
+
 def _load_json(payload: bytes) -> Any:
     try:
         return orjson.loads(payload)
@@ -141,6 +157,7 @@ def decode(
     data = _load_json(payload)
     if not isinstance(data, dict):
         raise Rejected(RejectReason.INVALID_PAYLOAD, "payload is not a JSON object")
+    check_payload_id(topic.device_id, data)
     try:
         if topic.kind is Kind.EVENT:
             return _decode_event(topic.device_id, data, payload, received_at)
@@ -188,6 +205,7 @@ def _decode_status(device_id: str, payload: bytes, received_at: datetime) -> Sta
     data = _load_json(payload)
     if not isinstance(data, dict):
         raise Rejected(RejectReason.INVALID_PAYLOAD, "payload is not a JSON object")
+    check_payload_id(device_id, data)
     try:
         msg = _StatusIn.model_validate(data)
     except ValidationError as err:

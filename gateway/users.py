@@ -41,6 +41,7 @@ class Perm(StrEnum):
     ALERT_ASSIGN = "alert_assign"  # hand an alert to a responder
     DEVICES = "devices"  # register devices, adopt pending ones
     USERS = "users"  # create and remove logins
+    AUDIT = "audit"  # read the audit log (who did what, who read which resident's card)
 
 
 ROLE_PERMS: Final[dict[Role, frozenset[Perm]]] = {

@@ -21,6 +21,7 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import Counter
 
 from alerts.accept import AcceptService, ActResult, ActStatus, LinkView
 from alerts.messages import (
@@ -31,7 +32,8 @@ from alerts.messages import (
     label,
     priority_word,
 )
-from alerts.models import TokenStatus
+from alerts.models import AcceptToken, TokenStatus
+from gateway.audit import AuditAction, Auditor
 from gateway.rate_limit import DeviceRateLimiter
 
 MAX_BODY = 4096  # an action is a few bytes; anything big is not a tap
@@ -311,6 +313,37 @@ def _parse_action(content_type: str, body: bytes) -> tuple[str | None, str | Non
     )
 
 
+# The link is the volunteer's credential: the audit log names them by responder id.
+LINK_ROLE = "link"
+
+
+def _client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+async def _audit(
+    request: Request,
+    token: AcceptToken,
+    action: AuditAction,
+    target_kind: str,
+    target_id: str | None,
+    **detail: object,
+) -> None:
+    """Into the audit log when the app has one (``gateway/http/site.py`` sets it)."""
+    auditor: Auditor | None = getattr(request.app.state, "auditor", None)
+    if auditor is None:
+        return
+    await auditor.record(
+        actor=f"responder:{token.responder_id}",
+        role=LINK_ROLE,
+        action=action,
+        target_kind=target_kind,
+        target_id=target_id,
+        client_ip=_client_ip(request),
+        detail=detail,
+    )
+
+
 def accept_router(
     service: AcceptService,
     *,
@@ -329,6 +362,9 @@ def accept_router(
         host = request.client.host if request.client else "unknown"
         if limiter.allow(host):
             return None
+        counter: Counter | None = getattr(request.app.state, "rate_limited", None)
+        if counter is not None:
+            counter.labels(route="accept_link", by="ip").inc()
         headers = {**_HEADERS, "Retry-After": retry_after}
         lang = _lang(request)
         if as_json:
@@ -348,6 +384,20 @@ def accept_router(
         lang = _lang(request)
         link = await service.view(token)
         status = VIEW_HTTP_STATUS[link.status]
+        resident = link.view.resident if link.view is not None else None
+        shows_card = link.status is TokenStatus.OK and resident is not None and not wants_json
+        if shows_card and link.token is not None and resident is not None:
+            # The page shows the resident's phone and medical notes: a read of the card.
+            await _audit(
+                request,
+                link.token,
+                AuditAction.RESIDENT_READ,
+                "resident",
+                resident.resident_id,
+                via="accept_link",
+                alert_id=link.token.alert_id,
+                contacts=True,
+            )
         if wants_json:
             return JSONResponse(_view_json(link), status_code=status, headers=_HEADERS)
         decline_first = request.query_params.get("action", "").lower() == "decline"
@@ -377,6 +427,17 @@ def accept_router(
             result = ActResult(ActStatus.BAD_ACTION, detail=message)
         else:
             result = await service.act(token, action)
+            if result.token is not None and result.action in ("accept", "decline"):
+                await _audit(
+                    request,
+                    result.token,
+                    AuditAction.LINK_ACCEPT
+                    if result.action == "accept"
+                    else AuditAction.LINK_DECLINE,
+                    "alert",
+                    result.token.alert_id,
+                    result=result.status.value,
+                )
         status = ACT_HTTP_STATUS[result.status]
         payload: dict[str, object] = {
             "ok": result.ok,

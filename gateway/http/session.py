@@ -5,8 +5,13 @@ The cookie holds a random session id (its hash is in the database); it is ``Http
 scripts never see it), ``SameSite=Strict`` (never sent on a request started by another site)
 and ``Secure`` when the request came over HTTPS. State-changing API calls made with it also
 need the ``X-CSRF-Token`` header (see ``api/deps.py``). ``POST /login`` and ``/logout``
-refuse a foreign ``Origin`` so no other site can log a browser in or out. Attempts are
-rate-limited per client address.
+refuse a foreign ``Origin`` so no other site can log a browser in or out.
+
+Attempts are rate-limited twice: per client address (every attempt counts) and per user name
+(failed attempts count, from any address), so neither one busy address nor many addresses
+guessing at one name get far. Over the limit: 429 with ``Retry-After``, counted in
+``scgw_http_rate_limited_total{route="login"}``. Logins, failed logins and logouts go to the
+audit log (never the token).
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from urllib.parse import parse_qs, urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from prometheus_client import Counter
 
-from gateway.http.api.deps import CSRF_HEADER, SESSION_COOKIE, get_console
-from gateway.rate_limit import DeviceRateLimiter
+from gateway.audit import AuditAction, Auditor
+from gateway.http.api.deps import CSRF_HEADER, SESSION_COOKIE, client_ip, get_console
+from gateway.http.limits import KeyedBucket
 from gateway.users import (
     csrf_matches,
     hash_secret,
@@ -32,6 +39,7 @@ from gateway.users import (
 
 SESSION_TTL: Final = timedelta(hours=12)  # a shift and a bit; then log in again
 MAX_FORM: Final = 4096
+AUDIT_NAME_MAX: Final = 64  # a failed login's typed name, as kept in the audit log
 
 Lang = Literal["zh", "en"]
 
@@ -129,14 +137,35 @@ async def _form(request: Request) -> dict[str, str] | None:
     return {k: v[0] for k, v in fields.items() if v}
 
 
+def _auditor(request: Request) -> Auditor | None:
+    return getattr(request.app.state, "auditor", None)
+
+
+def _count_limited(request: Request, by: str) -> None:
+    counter: Counter | None = getattr(request.app.state, "rate_limited", None)
+    if counter is not None:
+        counter.labels(route="login", by=by).inc()
+
+
 def session_router(
-    *, per_minute: int = 10, clock: Callable[[], float] = time.monotonic
+    *,
+    per_minute: int = 10,
+    per_user_per_minute: int = 5,
+    clock: Callable[[], float] = time.monotonic,
 ) -> APIRouter:
+    """``per_minute`` attempts per client address; ``per_user_per_minute`` failed attempts
+    per user name (a burst of that many, then one more each 60/N seconds)."""
     router = APIRouter(tags=["session"], include_in_schema=False)
-    limiter = DeviceRateLimiter(rate=per_minute / 60.0, burst=per_minute, clock=clock)
+    by_ip = KeyedBucket(per_minute=per_minute, burst=per_minute, clock=clock)
+    by_user = KeyedBucket(per_minute=per_user_per_minute, burst=per_user_per_minute, clock=clock)
 
     def page(lang: Lang, status: int, error: str | None = None, name: str = "") -> HTMLResponse:
         return HTMLResponse(login_page(lang, error, name), status_code=status, headers=PAGE_HEADERS)
+
+    def too_many(lang: Lang, wait: int, name: str) -> HTMLResponse:
+        response = page(lang, 429, _t("too_many", lang), name)
+        response.headers["Retry-After"] = str(wait)
+        return response
 
     @router.get("/login", response_class=HTMLResponse)
     async def show(request: Request) -> Response:
@@ -147,18 +176,43 @@ def session_router(
         lang = _lang(request)
         if not same_origin(request):
             return page(lang, 403, _t("foreign", lang))
-        host = request.client.host if request.client else "unknown"
-        if not limiter.allow(host):
-            return page(lang, 429, _t("too_many", lang))
+        ip = client_ip(request)
+        if wait := by_ip.take(ip or "unknown"):
+            _count_limited(request, "ip")
+            return too_many(lang, wait, "")
         form = await _form(request)
         name = (form or {}).get("name", "").strip()
         token = (form or {}).get("token", "").strip()
+        user_key = name.casefold()[:AUDIT_NAME_MAX]
+        if wait := by_user.retry_after(user_key):
+            _count_limited(request, "user")
+            return too_many(lang, wait, name)
         console = get_console(request)
+        auditor = _auditor(request)
         user = None
         if name and looks_like_secret(token):
             user = await console.store.user_by_name_and_token(name, hash_secret(token))
         if user is None:
+            by_user.spend(user_key)
+            if auditor is not None:
+                # What was typed as the name (cut, control characters dropped), never the token.
+                typed = "".join(c for c in name[:AUDIT_NAME_MAX] if c.isprintable())
+                await auditor.record(
+                    actor=typed or "-",
+                    role="-",
+                    action=AuditAction.LOGIN_FAILED,
+                    target_kind="session",
+                    client_ip=ip,
+                )
             return page(lang, 401, _t("bad", lang), name)
+        if auditor is not None:
+            await auditor.record(
+                actor=user.name,
+                role=user.role.value,
+                action=AuditAction.LOGIN,
+                target_kind="session",
+                client_ip=ip,
+            )
         session_id = new_session_id()
         now = console.now()
         await console.store.create_session(
@@ -184,7 +238,19 @@ def session_router(
         if session_id and looks_like_secret(session_id):
             if not csrf_matches(session_id, request.headers.get(CSRF_HEADER)):
                 return Response(status_code=403)
-            await get_console(request).store.delete_session(hash_secret(session_id))
+            console = get_console(request)
+            session_hash = hash_secret(session_id)
+            user = await console.store.session_user(session_hash, console.now())
+            await console.store.delete_session(session_hash)
+            auditor = _auditor(request)
+            if user is not None and auditor is not None:
+                await auditor.record(
+                    actor=user.name,
+                    role=user.role.value,
+                    action=AuditAction.LOGOUT,
+                    target_kind="session",
+                    client_ip=client_ip(request),
+                )
         response = Response(status_code=204)
         response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
         return response

@@ -3,7 +3,9 @@ the ``/api/v1`` duty-desk API, the browser login and the dashboard."""
 
 from __future__ import annotations
 
-from typing import Protocol, cast
+import math
+from collections.abc import Callable
+from typing import Any, Protocol, cast
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -12,10 +14,12 @@ from fastapi.responses import JSONResponse
 
 from devices.registry import RegistryCache
 from gateway.alerting import Alerting
+from gateway.audit import Auditor
 from gateway.config import Settings
 from gateway.http.api.actions import DeskActions
 from gateway.http.api.console import ApiStore, Console
 from gateway.http.api.routes_alerts import alerts_router
+from gateway.http.api.routes_audit import audit_router
 from gateway.http.api.routes_devices import devices_router
 from gateway.http.api.routes_people import people_router
 from gateway.http.api.routes_stats import stats_router
@@ -23,6 +27,7 @@ from gateway.http.api.routes_users import users_router
 from gateway.http.api.stream import AlertFeed
 from gateway.http.app import ReadinessSource, create_app
 from gateway.http.dashboard import dashboard_router
+from gateway.http.limits import limited_counter
 from gateway.http.session import session_router
 from gateway.storage.base import Store, StoreError
 
@@ -41,10 +46,28 @@ def _where(loc: object) -> str:
     return ".".join(parts)
 
 
+def _finite(value: object) -> object:
+    """NaN and ±Infinity (which lenient JSON parsing lets in, and errors echo back as
+    ``input``) as text: strict JSON cannot carry them, and the answer must still render."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     """FastAPI's 422 body plus one readable line: "query.priority: Input should be …"."""
     assert isinstance(exc, RequestValidationError)
-    errors = jsonable_encoder(exc.errors(), custom_encoder={Exception: str})
+    # A raw body that is not UTF-8 comes back as ``input`` bytes: shown, not decoded strictly.
+    encoders: dict[Any, Callable[[Any], Any]] = {
+        Exception: str,
+        bytes: lambda b: b.decode("utf-8", errors="replace"),
+    }
+    errors = _finite(jsonable_encoder(exc.errors(), custom_encoder=encoders))
+    assert isinstance(errors, list)
     message = "; ".join(f"{_where(e.get('loc', ()))}: {e.get('msg', '')}" for e in errors)
     return JSONResponse({"detail": errors, "message": message}, status_code=422)
 
@@ -82,6 +105,7 @@ def build_app(gateway: GatewayParts, console: Console | None = None) -> FastAPI:
             people_router(),
             stats_router(),
             users_router(),
+            audit_router(),
             session_router(),
             dashboard_router(),
         ],
@@ -89,6 +113,10 @@ def build_app(gateway: GatewayParts, console: Console | None = None) -> FastAPI:
     app.state.console = console
     app.state.feed = AlertFeed(console)
     app.state.actions = DeskActions(console)
+    # Read by the accept-link and login routes through request.app.state: the accept router
+    # is built by gateway/alerting.py, which need not know about auditing.
+    app.state.auditor = Auditor(console.store, console.now)
+    app.state.rate_limited = limited_counter(gateway.metrics)
     app.state.on_server_stop = [app.state.feed.stop, app.state.actions.stop]
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(StoreError, _unavailable)

@@ -34,6 +34,7 @@ from gateway.storage import _registry as reg
 from gateway.storage import schema_postgres as schema
 from gateway.storage._util import as_json_text, fold_pending, qmark_to_pyformat, require_aware
 from gateway.storage.alerts_postgres import PostgresAlerts
+from gateway.storage.audit_postgres import PostgresAudit
 from gateway.storage.base import BatchResult, PendingDevice, StoreError, UpsertResult
 from gateway.storage.schema_postgres import Month
 from gateway.storage.users_postgres import PostgresUsers
@@ -206,7 +207,7 @@ async def _configure(conn: Conn) -> None:
     await conn.execute(_STAGING_DDL)
 
 
-class PostgresStore(PostgresAlerts, PostgresUsers):
+class PostgresStore(PostgresAlerts, PostgresUsers, PostgresAudit):
     """The :class:`~gateway.storage.base.Store` on PostgreSQL (TimescaleDB when present), and
     via :class:`PostgresAlerts` the :class:`~alerts.store.AlertStore`."""
 

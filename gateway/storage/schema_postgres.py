@@ -252,6 +252,25 @@ USERS_V3: Final[tuple[str, ...]] = (
 )
 
 
+# The audit log (gateway/audit.py): human actions and reads of residents' cards. Append-only;
+# id only grows, so it orders entries of the same instant. detail is json (text kept as given).
+AUDIT_V4: Final[tuple[str, ...]] = (
+    """CREATE TABLE audit_log (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at timestamptz NOT NULL,
+        actor text NOT NULL,
+        role text NOT NULL,
+        action text NOT NULL,
+        target_kind text NOT NULL,
+        target_id text,
+        detail json NOT NULL DEFAULT '{}',
+        client_ip text)""",
+    "CREATE INDEX audit_log_at ON audit_log (at, id)",
+    "CREATE INDEX audit_log_target ON audit_log (target_kind, target_id, at)",
+    "CREATE INDEX audit_log_actor ON audit_log (actor, at)",
+)
+
+
 def migrations(timescale: bool) -> Sequence[tuple[int, Sequence[str]]]:
     """(version, statements), strictly increasing. Append new steps; never edit a released one.
 
@@ -262,6 +281,7 @@ def migrations(timescale: bool) -> Sequence[tuple[int, Sequence[str]]]:
         (1, (*_REGISTRY_AND_STATE, *time_tables, *VIEWS_V1)),
         (2, ALERTS_V2),
         (3, USERS_V3),
+        (4, AUDIT_V4),
     )
 
 

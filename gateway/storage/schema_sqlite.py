@@ -190,11 +190,30 @@ _V3_USERS: Final[tuple[str, ...]] = (
     "CREATE INDEX sessions_expires ON sessions (expires_at)",
 )
 
+# The audit log (gateway/audit.py): human actions and reads of residents' cards. Append-only;
+# id only grows, so it orders entries of the same instant.
+_V4_AUDIT: Final[tuple[str, ...]] = (
+    f"""CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at {TS} NOT NULL,
+        actor TEXT NOT NULL,
+        role TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target_kind TEXT NOT NULL,
+        target_id TEXT,
+        detail TEXT NOT NULL DEFAULT '{{}}',
+        client_ip TEXT)""",
+    "CREATE INDEX audit_log_at ON audit_log (at, id)",
+    "CREATE INDEX audit_log_target ON audit_log (target_kind, target_id, at)",
+    "CREATE INDEX audit_log_actor ON audit_log (actor, at)",
+)
+
 # (version, statements), strictly increasing. Append new steps; never edit a released one.
 MIGRATIONS: Final[Sequence[tuple[int, Sequence[str]]]] = (
     (1, _V1),
     (2, _V2_ALERTS),
     (3, _V3_USERS),
+    (4, _V4_AUDIT),
 )
 
 LATEST: Final = MIGRATIONS[-1][0]

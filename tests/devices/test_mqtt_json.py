@@ -217,3 +217,44 @@ def test_arbitrary_json_objects_decode_or_are_rejected(kind: Kind, body: dict[st
     except Rejected:
         return
     assert isinstance(result, Event | Telemetry | Status)
+
+
+@pytest.mark.parametrize("kind", list(Kind))
+@pytest.mark.parametrize("key", ["device_id", "device"])
+@pytest.mark.parametrize("claimed", ["btn-2", "", None, 7, ["btn-1"], "BTN-1"])
+def test_payload_naming_another_device_is_refused(kind: Kind, key: str, claimed: object) -> None:
+    body: dict[str, object] = {
+        "type": "sos",
+        "metrics": {"battery": 50.0},
+        "state": "online",
+        key: claimed,
+    }
+    with pytest.raises(Rejected) as info:
+        _decode(kind, orjson.dumps(body), device="btn-1")
+    assert info.value.reason is RejectReason.ID_MISMATCH
+    assert "btn-1" in info.value.detail
+    assert key in info.value.detail
+
+
+@pytest.mark.parametrize("kind", list(Kind))
+@pytest.mark.parametrize("key", ["device_id", "device"])
+def test_payload_naming_its_own_topic_id_decodes(kind: Kind, key: str) -> None:
+    body = {"type": "sos", "metrics": {"battery": 50.0}, "state": "online", key: "btn-1"}
+    result = _decode(kind, orjson.dumps(body), device="btn-1")
+    assert isinstance(result, Event | Telemetry | Status)
+    assert result.device_id == "btn-1"
+
+
+@given(
+    kind=st.sampled_from(list(Kind)),
+    claimed=json_values,
+    key=st.sampled_from(["device_id", "device"]),
+)
+def test_any_other_claimed_id_is_a_mismatch(kind: Kind, claimed: object, key: str) -> None:
+    body = {"type": "sos", "metrics": {"t": 1.0}, "state": "online", key: claimed}
+    if claimed == "btn-1":
+        assert isinstance(_decode(kind, orjson.dumps(body)), Event | Telemetry | Status)
+        return
+    with pytest.raises(Rejected) as info:
+        _decode(kind, orjson.dumps(body), device="btn-1")
+    assert info.value.reason is RejectReason.ID_MISMATCH

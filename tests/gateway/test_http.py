@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 
 from gateway.config import load_settings
 from gateway.runtime import Gateway
@@ -20,6 +21,10 @@ async def _ready(client: httpx.AsyncClient) -> httpx.Response:
     return await client.get("/readyz")
 
 
+@pytest.mark.fault(
+    "Broker stopped, then started",
+    checks="/readyz 503 while down (broker check), 200 after reconnect; /metrics counts",
+)
 async def test_health_ready_metrics_and_broker_outage(
     mosquitto: MosquittoServer, sqlite_url: str
 ) -> None:
@@ -74,6 +79,10 @@ async def test_health_ready_metrics_and_broker_outage(
         await asyncio.wait_for(task, 20)
 
 
+@pytest.mark.fault(
+    "PostgreSQL stopped, then started",
+    checks="/readyz 503 names the database, /healthz 200, ready again after",
+)
 async def test_readyz_reports_database_outage(
     mosquitto: MosquittoServer, pg_owned_server: PostgresServer
 ) -> None:

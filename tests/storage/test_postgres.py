@@ -164,6 +164,10 @@ async def retry(write: Callable[[], Awaitable[T]], attempts: int = 10) -> T:
     return await write()
 
 
+@pytest.mark.fault(
+    "PostgreSQL stopped under the store",
+    checks="writes fail as StoreError (retryable), succeed after restart",
+)
 async def test_database_outage_then_recovery(pg_owned_server: PostgresServer) -> None:
     url = pg_owned_server.create_database("outage")
     store = PostgresStore(url, timeout=1.0)

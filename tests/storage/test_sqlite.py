@@ -35,6 +35,10 @@ async def test_wal_and_full_sync(tmp_path: Path) -> None:
         await store.close()
 
 
+@pytest.mark.fault(
+    "SQLite writer SIGKILLed right after a write returned",
+    checks="the write is on disk (WAL, full sync)",
+)
 def test_a_returned_write_survives_kill_9(tmp_path: Path) -> None:
     db = tmp_path / "scgw.db"
     child = textwrap.dedent(
@@ -80,6 +84,10 @@ def test_a_returned_write_survives_kill_9(tmp_path: Path) -> None:
     assert asyncio.run(check()) == [("k9",)]
 
 
+@pytest.mark.fault(
+    "SQLite database locked by another process",
+    checks="StoreError (retried), not a crash",
+)
 async def test_a_locked_database_is_a_store_error(tmp_path: Path) -> None:
     path = str(tmp_path / "scgw.db")
     store = SqliteStore(path, busy_timeout=0.1)

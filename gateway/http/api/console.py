@@ -16,6 +16,7 @@ from alerts.engine import AlertEngine, EngineStore
 from alerts.models import Alert, TimelineEntry
 from devices.records import DeviceRecord, ResidentRecord, ResponderRecord
 from devices.registry import RegistryCache
+from gateway.audit import AuditStore
 from gateway.config import Settings
 from gateway.http.api import labels
 from gateway.http.api.models import (
@@ -41,8 +42,8 @@ DEVICE_SQL: Final = (
 )
 
 
-class ApiStore(EngineStore, UserStore, Protocol):
-    """The store as the API sees it: registry, readings, alerts and users."""
+class ApiStore(EngineStore, UserStore, AuditStore, Protocol):
+    """The store as the API sees it: registry, readings, alerts, users and the audit log."""
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import Annotated, Final, cast
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from gateway.audit import AuditAction, Auditor
 from gateway.http.api.actions import DeskActions
 from gateway.http.api.console import Console
 from gateway.http.api.stream import AlertFeed
@@ -36,6 +37,7 @@ PERM_WORDS: Final[dict[Perm, str]] = {
     Perm.ALERT_ASSIGN: "assign alerts",
     Perm.DEVICES: "manage devices",
     Perm.USERS: "manage users",
+    Perm.AUDIT: "read the audit log",
 }
 
 _bearer = HTTPBearer(auto_error=False, description="an API token from `scgw users add`")
@@ -66,6 +68,15 @@ def get_feed(request: Request) -> AlertFeed:
 
 def get_actions(request: Request) -> DeskActions:
     return cast(DeskActions, request.app.state.actions)
+
+
+def get_auditor(request: Request) -> Auditor:
+    return cast(Auditor, request.app.state.auditor)
+
+
+def client_ip(request: Request) -> str | None:
+    """The peer's address (behind a reverse proxy: run uvicorn with ``--proxy-headers``)."""
+    return request.client.host if request.client else None
 
 
 ConsoleDep = Annotated[Console, Depends(get_console)]
@@ -121,11 +132,50 @@ def require(perm: Perm) -> Callable[[Principal], Awaitable[Principal]]:
 
 
 Authenticated = Annotated[Principal, Depends(authenticate)]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditTrail:
+    """The audit log bound to one request: who (the logged-in user) and from where."""
+
+    auditor: Auditor
+    principal: Principal
+    client_ip: str | None
+
+    async def __call__(
+        self,
+        action: AuditAction,
+        target_kind: str,
+        target_id: str | None = None,
+        **detail: object,
+    ) -> None:
+        user = self.principal.user
+        if self.principal.session_id is not None:
+            detail.setdefault("via", "session")
+        await self.auditor.record(
+            actor=user.name,
+            role=user.role.value,
+            action=action,
+            target_kind=target_kind,
+            target_id=target_id,
+            client_ip=self.client_ip,
+            detail=detail,
+        )
+
+
+async def audit_trail(request: Request, principal: Authenticated) -> AuditTrail:
+    # FastAPI caches ``authenticate`` per request: this is the same principal the route's
+    # role check saw, not a second lookup.
+    return AuditTrail(get_auditor(request), principal, client_ip(request))
+
+
+Audit = Annotated[AuditTrail, Depends(audit_trail)]
 Reader = Annotated[Principal, Depends(require(Perm.READ))]
 AlertActor = Annotated[Principal, Depends(require(Perm.ALERT_ACT))]
 Assigner = Annotated[Principal, Depends(require(Perm.ALERT_ASSIGN))]
 DeviceManager = Annotated[Principal, Depends(require(Perm.DEVICES))]
 Admin = Annotated[Principal, Depends(require(Perm.USERS))]
+AuditReader = Annotated[Principal, Depends(require(Perm.AUDIT))]
 
 # Documented on every /api/v1 route (schemathesis checks that answers match the schema).
 AUTH_RESPONSES: Final[dict[int | str, dict[str, object]]] = {

@@ -271,5 +271,19 @@ class MetaOut(_Out):
     low_battery: int
 
 
+class AuditOut(_Out):
+    """One entry of the audit log (``gateway/audit.py``)."""
+
+    id: int
+    at: datetime
+    actor: str
+    role: str
+    action: str
+    target_kind: str
+    target_id: str | None
+    detail: dict[str, Any]
+    client_ip: str | None
+
+
 class Problem(_Out):
     detail: str

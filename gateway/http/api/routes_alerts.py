@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from alerts.engine import ActionOutcome, ActionStatus
 from alerts.models import AlertState, Priority
+from gateway.audit import AuditAction
 from gateway.http.api.actions import AssignStatus
 from gateway.http.api.console import Console, timeline_out
 from gateway.http.api.deps import (
@@ -17,6 +18,8 @@ from gateway.http.api.deps import (
     ActionsDep,
     AlertActor,
     Assigner,
+    Audit,
+    AuditTrail,
     ConsoleDep,
     FeedDep,
     Principal,
@@ -122,7 +125,9 @@ def alerts_router() -> APIRouter:
         )
 
     @router.get("/{alert_id}", responses={404: ACTION_RESPONSES[404]})
-    async def get_alert(alert_id: AlertId, principal: Reader, console: ConsoleDep) -> AlertDetail:
+    async def get_alert(
+        alert_id: AlertId, principal: Reader, console: ConsoleDep, audit: Audit
+    ) -> AlertDetail:
         """The alert, its timeline, the resident card and the device."""
         alert = await console.store.get_alert(alert_id)
         if alert is None:
@@ -131,26 +136,46 @@ def alerts_router() -> APIRouter:
         timeline = [timeline_out(e) for e in await console.store.timeline(alert_id)]
         resident = console.directory.resident(view.resident_id)
         devices = await console.device_rows(alert.device_id) if alert.device_id else []
+        contacts = _contacts(principal)
+        if resident is not None:
+            # The card is part of the answer: its read is on record before it is sent.
+            await audit(
+                AuditAction.RESIDENT_READ,
+                "resident",
+                resident.resident_id,
+                via="alert",
+                alert_id=alert_id,
+                contacts=contacts,
+            )
         return AlertDetail(
             **view.model_dump(),
             timeline=timeline,
-            resident=console.resident_out(resident, contacts=_contacts(principal))
-            if resident
-            else None,
+            resident=console.resident_out(resident, contacts=contacts) if resident else None,
             device=devices[0] if devices else None,
         )
 
     @router.post("/{alert_id}/ack", responses=ACTION_RESPONSES, summary="The desk takes it")
-    async def ack(alert_id: AlertId, principal: AlertActor, console: ConsoleDep) -> AlertOut:
-        return await _one(console, await console.engine.acknowledge(alert_id, principal.name))
+    async def ack(
+        alert_id: AlertId, principal: AlertActor, console: ConsoleDep, audit: Audit
+    ) -> AlertOut:
+        outcome = await console.engine.acknowledge(alert_id, principal.name)
+        await _audit_outcome(audit, AuditAction.ALERT_ACK, alert_id, outcome)
+        return await _one(console, outcome)
 
     @router.post("/{alert_id}/resolve", responses=ACTION_RESPONSES)
     async def resolve(
-        alert_id: AlertId, body: ResolveIn, principal: AlertActor, console: ConsoleDep
+        alert_id: AlertId,
+        body: ResolveIn,
+        principal: AlertActor,
+        console: ConsoleDep,
+        audit: Audit,
     ) -> AlertOut:
         """Close it with an outcome (and a note); the device hears "resolved"."""
         outcome = await console.engine.resolve(
             alert_id, f"user:{principal.name}", body.outcome, body.note
+        )
+        await _audit_outcome(
+            audit, AuditAction.ALERT_RESOLVE, alert_id, outcome, closed_as=body.outcome.value
         )
         return await _one(console, outcome)
 
@@ -161,9 +186,17 @@ def alerts_router() -> APIRouter:
         principal: Assigner,
         console: ConsoleDep,
         actions: ActionsDep,
+        audit: Audit,
     ) -> AlertOut:
         """Hand it to a responder: acknowledged by them, device told, responder notified."""
         result = await actions.assign(alert_id, body.responder_id, principal.name)
+        await audit(
+            AuditAction.ALERT_ASSIGN,
+            "alert",
+            alert_id,
+            responder_id=body.responder_id,
+            result=result.status.value,
+        )
         if result.status is AssignStatus.UNKNOWN_RESPONDER:
             raise RequestValidationError(
                 [
@@ -188,15 +221,34 @@ def alerts_router() -> APIRouter:
         responses={404: ACTION_RESPONSES[404]},
     )
     async def add_note(
-        alert_id: AlertId, body: NoteIn, principal: AlertActor, actions: ActionsDep
+        alert_id: AlertId, body: NoteIn, principal: AlertActor, actions: ActionsDep, audit: Audit
     ) -> TimelineOut:
         """A note on the timeline (closed alerts too: reports are written afterwards)."""
         entry = await actions.note(alert_id, principal.name, body.text)
+        # The text is on the timeline; the audit keeps its length, not a second copy.
+        await audit(
+            AuditAction.ALERT_NOTE,
+            "alert",
+            alert_id,
+            result="done" if entry else "not_found",
+            chars=len(body.text),
+        )
         if entry is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such alert")
         return timeline_out(entry)
 
     return router
+
+
+async def _audit_outcome(
+    audit: AuditTrail,
+    action: AuditAction,
+    alert_id: str,
+    outcome: ActionOutcome,
+    **detail: object,
+) -> None:
+    """Refused attempts (taken, closed, unknown) are on record too."""
+    await audit(action, "alert", alert_id, result=outcome.status.value, **detail)
 
 
 def _contacts(principal: Principal) -> bool:

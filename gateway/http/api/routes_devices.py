@@ -11,8 +11,9 @@ from fastapi.exceptions import RequestValidationError
 
 from devices.models import DeviceType
 from devices.records import DeviceRecord
+from gateway.audit import AuditAction
 from gateway.http.api.console import Console
-from gateway.http.api.deps import AUTH_RESPONSES, ConsoleDep, DeviceManager, Reader
+from gateway.http.api.deps import AUTH_RESPONSES, Audit, ConsoleDep, DeviceManager, Reader
 from gateway.http.api.models import (
     ID_PATTERN,
     AlertOut,
@@ -129,11 +130,13 @@ def devices_router() -> APIRouter:
 
     @router.put("/api/v1/devices/{device_id}")
     async def put_device(
-        device_id: DeviceId, body: DeviceIn, _: DeviceManager, console: ConsoleDep
+        device_id: DeviceId, body: DeviceIn, _: DeviceManager, console: ConsoleDep, audit: Audit
     ) -> DeviceOut:
         """Register a device or change its record (a technician at work)."""
         await _check_resident(console, body.resident_id)
-        await console.store.upsert_devices([_record(device_id, body)])
+        result = await console.store.upsert_devices([_record(device_id, body)])
+        change = "created" if result.inserted else "updated" if result.updated else "unchanged"
+        await audit(AuditAction.DEVICE_PUT, "device", device_id, change=change, **_audited(body))
         await console.store.delete_pending(device_id)
         await console.refresh_registry(device_id)
         return (await console.device_rows(device_id))[0]
@@ -211,7 +214,7 @@ def devices_router() -> APIRouter:
         },
     )
     async def adopt(
-        device_id: DeviceId, body: DeviceIn, _: DeviceManager, console: ConsoleDep
+        device_id: DeviceId, body: DeviceIn, _: DeviceManager, console: ConsoleDep, audit: Audit
     ) -> DeviceOut:
         """Register a pending device: it joins the registry and leaves the pending list; its
         next message is ingested and can raise alerts."""
@@ -223,8 +226,14 @@ def devices_router() -> APIRouter:
             raise HTTPException(status.HTTP_409_CONFLICT, detail="already registered")
         await _check_resident(console, body.resident_id)
         await console.store.upsert_devices([_record(device_id, body)])
+        await audit(AuditAction.DEVICE_ADOPT, "device", device_id, **_audited(body))
         await console.store.delete_pending(device_id)
         await console.refresh_registry(device_id)
         return (await console.device_rows(device_id))[0]
 
     return router
+
+
+def _audited(body: DeviceIn) -> dict[str, object]:
+    """The record as written (no personal data in a device record)."""
+    return body.model_dump(mode="json", exclude_none=True)

@@ -10,8 +10,9 @@ from fastapi import APIRouter, HTTPException, Path, Query, status
 from alerts.duty import on_duty
 from alerts.messages import local_time
 from devices.records import ResidentRecord
+from gateway.audit import AuditAction
 from gateway.http.api.console import Console
-from gateway.http.api.deps import AUTH_RESPONSES, ConsoleDep, Reader
+from gateway.http.api.deps import AUTH_RESPONSES, Audit, ConsoleDep, Reader
 from gateway.http.api.labels import address_labels
 from gateway.http.api.models import Page, Problem, ResidentOut, ResponderOut
 from gateway.users import Perm
@@ -60,6 +61,7 @@ def people_router() -> APIRouter:
     async def list_residents(
         principal: Reader,
         console: ConsoleDep,
+        audit: Audit,
         q: Annotated[str | None, Query(max_length=100, description="name, id, address")] = None,
         building: Annotated[str | None, Query(max_length=64)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -72,18 +74,32 @@ def people_router() -> APIRouter:
             if (building is None or r.building == building)
             and (not q or q.lower() in _resident_text(r).lower())
         ]
-        return _page(wanted, limit, offset)
+        page = _page(wanted, limit, offset)
+        if contacts and page.items:
+            # A page of cards with phones and medical notes: whose were shown, and why.
+            await audit(
+                AuditAction.RESIDENTS_LIST,
+                "resident",
+                None,
+                ids=[r.resident_id for r in page.items],
+                q=q,
+                building=building,
+                offset=offset,
+            )
+        return page
 
     @router.get(
         "/residents/{resident_id}",
         responses={404: {"model": Problem, "description": "no such resident"}},
     )
     async def get_resident(
-        resident_id: ResidentId, principal: Reader, console: ConsoleDep
+        resident_id: ResidentId, principal: Reader, console: ConsoleDep, audit: Audit
     ) -> ResidentOut:
+        contacts = principal.can(Perm.CONTACTS)
         for r in await console.store.residents():
             if r.resident_id == resident_id:
-                return console.resident_out(r, contacts=principal.can(Perm.CONTACTS))
+                await audit(AuditAction.RESIDENT_READ, "resident", resident_id, contacts=contacts)
+                return console.resident_out(r, contacts=contacts)
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such resident")
 
     @router.get("/responders", summary="Volunteers, social workers, grid workers, the desk")

@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Response, status
 
+from gateway.audit import AuditAction
 from gateway.http.api import labels
 from gateway.http.api.console import LOW_BATTERY
-from gateway.http.api.deps import AUTH_RESPONSES, Admin, Authenticated, ConsoleDep
+from gateway.http.api.deps import AUTH_RESPONSES, Admin, Audit, Authenticated, ConsoleDep
 from gateway.http.api.models import MeOut, MetaOut, NewUserOut, Problem, UserIn, UserOut
 from gateway.storage.buckets import BUCKETS
 from gateway.users import UserExistsError, csrf_token, hash_secret, new_token
@@ -53,7 +54,7 @@ def users_router() -> APIRouter:
         status_code=status.HTTP_201_CREATED,
         responses={409: {"model": Problem, "description": "the name is taken"}},
     )
-    async def create_user(body: UserIn, _: Admin, console: ConsoleDep) -> NewUserOut:
+    async def create_user(body: UserIn, _: Admin, console: ConsoleDep, audit: Audit) -> NewUserOut:
         """The answer carries the new API token; it is not stored and cannot be shown again."""
         token = new_token()
         now = console.now()
@@ -63,6 +64,8 @@ def users_router() -> APIRouter:
             raise HTTPException(
                 status.HTTP_409_CONFLICT, detail=f"user {body.name!r} exists"
             ) from None
+        # Never the token: the audit log is read by people who must not log in as others.
+        await audit(AuditAction.USER_CREATE, "user", body.name, role=body.role.value)
         return NewUserOut(name=body.name, role=body.role, created_at=now, token=token)
 
     @router.delete(
@@ -73,12 +76,15 @@ def users_router() -> APIRouter:
             409: {"model": Problem, "description": "you cannot remove yourself"},
         },
     )
-    async def delete_user(name: UserName, principal: Admin, console: ConsoleDep) -> Response:
+    async def delete_user(
+        name: UserName, principal: Admin, console: ConsoleDep, audit: Audit
+    ) -> Response:
         """The token and every browser session of the user stop working at once."""
         if name == principal.name:
             raise HTTPException(status.HTTP_409_CONFLICT, detail="you cannot remove yourself")
         if not await console.store.delete_user(name):
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such user")
+        await audit(AuditAction.USER_DELETE, "user", name)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     return router

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 
 from gateway.users import ROLE_PERMS, Perm, Role
@@ -43,6 +44,7 @@ ROUTES = [
     Route("GET", "/api/v1/users", Perm.USERS),
     Route("POST", "/api/v1/users", Perm.USERS, {"name": "newbie", "role": "viewer"}),
     Route("DELETE", "/api/v1/users/viewer-user", Perm.USERS),
+    Route("GET", "/api/v1/audit", Perm.AUDIT),
 ]
 
 
@@ -190,11 +192,54 @@ async def test_login_page_and_dashboard_redirect(site: Site) -> None:
     assert (await site.client.get("/static/secret.py")).status_code == 404
 
 
-async def test_login_is_rate_limited(site: Site) -> None:
-    form = {"Content-Type": "application/x-www-form-urlencoded"}
-    codes = [
-        (await site.client.post("/login", content="name=x&token=y", headers=form)).status_code
-        for _ in range(12)
-    ]
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+async def test_login_is_rate_limited_per_address(site: Site) -> None:
+    # Different names each time: only the address limit (10 a minute) applies.
+    codes = []
+    for i in range(12):
+        res = await site.client.post("/login", content=f"name=x{i}&token=y", headers=FORM)
+        codes.append(res.status_code)
     assert codes[:10] == [401] * 10
-    assert codes[-1] == 429
+    assert codes[10:] == [429, 429]
+    res = await site.client.post(
+        "/login", content=f"name=duty-user&token={site.tokens[Role.DUTY]}", headers=FORM
+    )
+    assert res.status_code == 429  # the right token too: the address is cut off
+    assert int(res.headers["retry-after"]) >= 1
+    assert "尝试次数过多" in res.text
+    metrics = site.gateway.metrics
+    assert metrics.value("scgw_http_rate_limited_total", route="login", by="ip") == 3
+
+
+async def _login_from(site: Site, address: str, name: str, token: str) -> httpx.Response:
+    transport = httpx.ASGITransport(app=site.app, client=(address, 5000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        return await client.post("/login", content=f"name={name}&token={token}", headers=FORM)
+
+
+async def test_login_is_rate_limited_per_user_name_from_any_address(site: Site) -> None:
+    wrong = "scgw_wrongwrongwrongwrong"
+    codes = [
+        (await _login_from(site, f"10.0.0.{i}", "admin-user", wrong)).status_code
+        for i in range(1, 7)
+    ]
+    assert codes == [401] * 5 + [429]  # five failures for one name, each from a new address
+    # The name is blocked, even with its right token, until the bucket refills …
+    res = await _login_from(site, "10.0.1.1", "admin-user", site.tokens[Role.ADMIN])
+    assert res.status_code == 429
+    assert 1 <= int(res.headers["retry-after"]) <= 12  # one try back every 12 s
+    # … while another user logs in fine from that address.
+    ok = await _login_from(site, "10.0.1.1", "duty-user", site.tokens[Role.DUTY])
+    assert ok.status_code == 303
+    metrics = site.gateway.metrics
+    assert metrics.value("scgw_http_rate_limited_total", route="login", by="user") == 2
+
+
+async def test_a_right_token_does_not_use_up_the_name(site: Site) -> None:
+    for _ in range(8):
+        res = await site.client.post(
+            "/login", content=f"name=duty-user&token={site.tokens[Role.DUTY]}", headers=FORM
+        )
+        assert res.status_code == 303
