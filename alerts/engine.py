@@ -19,6 +19,7 @@ from typing import Protocol
 
 from alerts.config import AlertsSettings
 from alerts.directory import Directory
+from alerts.messages import format_time
 from alerts.models import (
     ACTIVE_STATES,
     Alert,
@@ -30,6 +31,7 @@ from alerts.models import (
     TimelineEntry,
     detail_json,
 )
+from alerts.outage import OutageNotice
 from alerts.replies import Reply
 from alerts.rules import (
     CANCELLABLE_BY_RESIDENT,
@@ -72,6 +74,23 @@ class ActionOutcome:
         return self.status is ActionStatus.DONE
 
 
+def outage_entry(alert_id: str, notice: OutageNotice) -> TimelineEntry:
+    """ "Notified during database outage at …" on the timeline of the alert it belongs to."""
+    return TimelineEntry(
+        alert_id,
+        notice.at,
+        "system",
+        "outage_notified",
+        detail_json(
+            note=f"notified during database outage at {notice.at.isoformat()}",
+            note_zh=f"数据库中断期间已通知（{format_time(notice.at)}）",
+            step=notice.step,
+            targets=list(notice.targets),
+            reached=notice.reached,
+        ),
+    )
+
+
 def _as_time(value: object) -> datetime:
     """An aggregate's time: SQLite returns the stored text (aggregates lose the column's
     declared type), PostgreSQL a datetime."""
@@ -83,6 +102,7 @@ def _as_time(value: object) -> datetime:
 
 class AlertEngine:
     name = "alerts"
+    takes_outage_notice = True  # EventBus.deliver passes spool replays' outage notices
 
     def __init__(
         self,
@@ -119,16 +139,27 @@ class AlertEngine:
         source: str = "mqtt",
         source_seq: int | None = None,
         detail: str = "{}",
+        notice: OutageNotice | None = None,
     ) -> OpenResult:
         wait = timedelta(seconds=self.settings.group_wait(priority))
+        steps = self.settings.steps_for(priority)
+        alert_id, first_step, first_due = uuid.uuid4().hex, 0, at + wait
+        if notice is not None and steps:
+            # Step ``notice.step`` went out during the database outage: the alert keeps the
+            # id that notice named, and escalation goes on from the next step, after that
+            # step's ack timeout counted from when it went out.
+            done = min(notice.step, len(steps) - 1)
+            alert_id, first_step = notice.alert_id, notice.step + 1
+            first_due = notice.at + timedelta(seconds=steps[done].ack_timeout)
         result = await self.store.open_or_join(
             NewAlert(
-                id=uuid.uuid4().hex,
+                id=alert_id,
                 kind=kind,
                 priority=priority,
                 opened_at=at,
-                steps=self.settings.steps_for(priority),
-                first_due_at=at + wait,
+                steps=steps,
+                first_due_at=first_due,
+                first_step=first_step,
                 device_id=device_id,
                 resident_id=resident_id,
                 source=source,
@@ -150,7 +181,11 @@ class AlertEngine:
             self.wake_dispatcher()
         return result
 
-    async def handle_event(self, event: Event, *, duplicate: bool) -> None:
+    async def handle_event(
+        self, event: Event, *, duplicate: bool, notice: OutageNotice | None = None
+    ) -> None:
+        """``notice``: the outage dispatcher already notified for this event (replayed from
+        the spool once the database is back)."""
         decision = classify(event)
         if isinstance(decision, OpenAlert):
             device = self.directory.device(event.device_id)
@@ -168,7 +203,10 @@ class AlertEngine:
                 source=event.source,
                 source_seq=event.seq,
                 detail=detail_json(event_id=event.event_id, seq=event.seq, type=event.type.value),
+                notice=notice,
             )
+            if notice is not None and result.applied:
+                await self.store.add_timeline([outage_entry(result.alert.id, notice)])
             # Tell the device its call is in, also for a repeat press (the resident presses
             # again because nothing seemed to happen) and for a redelivery (the first answer
             # may have been lost with the crash).

@@ -99,6 +99,9 @@ class NewAlert:
     trigger_key: str | None = None
     actor: str = "system"
     detail: str = "{}"
+    # The step to run at first_due_at: 1 when step 0 already went out another way (the
+    # outage dispatcher notified while the database was away).
+    first_step: int = 0
 
 
 @dataclass(frozen=True, slots=True)

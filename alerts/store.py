@@ -30,8 +30,8 @@ class AlertStore(Protocol):
         """If ``new.trigger_key`` was applied before: the alert it went to, applied=False.
         Else, if an active alert (open/acknowledged) exists for the same device (or, with no
         device, the same resident) and kind: count += 1, a "repeat" timeline entry, joined.
-        Else insert it (state open, step_index 0, next_due_at = first_due_at) with an "opened"
-        timeline entry. Safe against a concurrent opener (unique active key)."""
+        Else insert it (state open, step_index first_step, next_due_at = first_due_at) with an
+        "opened" timeline entry. Safe against a concurrent opener (unique active key)."""
 
     async def get_alert(self, alert_id: str) -> Alert | None: ...
 

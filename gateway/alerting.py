@@ -19,6 +19,7 @@ from alerts.channels.mqtt_publisher import MqttPublisher
 from alerts.directory import Directory
 from alerts.dispatcher import Dispatcher, StepReport
 from alerts.engine import AlertEngine, EngineStore
+from alerts.outage import OutageDispatcher
 from devices.feedback import Feedback, FeedbackRouter
 from devices.models import Reading
 from gateway.config import Settings
@@ -90,6 +91,11 @@ class Alerting:
             feedback=feedback,
             wake_dispatcher=self.dispatcher.wake,
         )
+        # While the database is away, spooled P1/P2 events are notified from here (see
+        # alerts/outage.py); the runtime connects what it sent to the spool.
+        self.outage = OutageDispatcher(
+            settings=settings.alerts, directory=self.directory, notifier=self.notifier
+        )
         feedback.register("mqtt", MqttCommandSender(self.publisher, mqtt.prefix))
         self.accept = AcceptService(
             self.store, self.engine, DirectoryLookup(self.store, self.directory)
@@ -113,6 +119,7 @@ class Alerting:
         )
 
     async def stop(self) -> None:
+        await self.outage.stop()
         await self.publisher.stop()
 
     async def on_readings(self, readings: Sequence[Reading]) -> None:

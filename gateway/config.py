@@ -2,6 +2,12 @@
 
 A bad config must stop the gateway with the file, the key and the reason, never a traceback:
 ``load_settings`` turns every failure into one ``ConfigError`` with that text.
+
+Secrets can live in files instead of the config or the environment (Docker/Kubernetes
+secrets, systemd ``LoadCredential``): ``[mqtt] password_file`` / ``url_file``, ``[database]
+password_file`` / ``url_file``, ``[[sia.accounts]] key_file``, or the same as env variables
+(``SCGW_MQTT__PASSWORD_FILE=/run/secrets/mqtt``). A secret never appears in an error message
+or in the settings' repr; URLs are shown with the password replaced by ``***``.
 """
 
 from __future__ import annotations
@@ -10,10 +16,18 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Any, ClassVar, Final, Literal
+from urllib.parse import quote, urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -66,12 +80,83 @@ def redact_url(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
+MAX_SECRET_FILE: Final = 64 * 1024
+
+
+def read_secret(path: object, key: str) -> str:
+    """The secret in a file, without surrounding whitespace (``echo`` adds a newline).
+    Errors name the key and the file, never any of its content."""
+    if not isinstance(path, str | Path):
+        raise ValueError(f"{key} must be a file path")
+    where = str(path)
+    try:
+        with Path(path).open("rb") as f:
+            raw = f.read(MAX_SECRET_FILE + 1)
+    except OSError as exc:
+        raise ValueError(
+            f"{key}: cannot read {where!r}: {exc.strerror or type(exc).__name__}"
+        ) from None
+    if len(raw) > MAX_SECRET_FILE:
+        raise ValueError(f"{key}: {where!r} is too big for a secret")
+    try:
+        secret = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ValueError(f"{key}: {where!r} is not UTF-8 text") from None
+    if not secret:
+        raise ValueError(f"{key}: {where!r} is empty")
+    if any(c in secret for c in "\r\n\x00"):
+        raise ValueError(f"{key}: {where!r} must hold one line")
+    return secret
+
+
+def with_password(url: str, password: str) -> str:
+    """``scheme://user@host…`` with the password put in (percent-encoded)."""
+    parts = urlsplit(url)
+    creds, at, host = parts.netloc.rpartition("@")
+    if not at or not creds:
+        raise ValueError(
+            "password_file needs a user name in url, like scheme://USER@host, "
+            f"got {redact_url(url)!r}"
+        )
+    if ":" in creds:
+        raise ValueError("url has a password already: remove it from url or drop password_file")
+    netloc = f"{creds}:{quote(password, safe='')}@{host}"
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _url_secrets(data: Any, schemes: tuple[str, ...]) -> Any:
+    """``url_file`` → ``url``; ``password_file`` → the password inside ``url``."""
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    url_file = data.get("url_file")
+    if url_file is not None:
+        if data.get("url") is not None:
+            raise ValueError("set url or url_file, not both")
+        url = read_secret(url_file, "url_file")
+        if not url.lower().startswith(schemes):
+            # Not echoed: a file meant to hold a URL may hold a bare password by mistake.
+            raise ValueError(f"url_file: {str(url_file)!r} does not hold a {schemes[0]} URL")
+        data["url"] = url
+    password_file = data.get("password_file")
+    if password_file is not None:
+        password = read_secret(password_file, "password_file")
+        url = data.get("url")
+        if not isinstance(url, str):
+            raise ValueError("password_file needs url (with the user name) as well")
+        data["url"] = with_password(url, password)
+    return data
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class MqttSettings(_Section):
-    url: str | None = None
+    # repr=False: the URL may carry the password (a settings dump must not show it).
+    url: str | None = Field(default=None, repr=False)
+    url_file: Path | None = None
+    password_file: Path | None = None
     prefix: str = "scgw"
     client_id: str = "scgw-gateway"
     # MQTT v5 lets the gateway announce how many unacked messages it takes (Receive Maximum);
@@ -86,6 +171,11 @@ class MqttSettings(_Section):
     telemetry_inflight: int = Field(default=10000, ge=1, le=65535)
     event_inflight: int = Field(default=1000, ge=1, le=65535)
     max_payload_bytes: int = Field(default=64 * 1024, ge=256, le=16 * 1024 * 1024)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_files(cls, data: Any) -> Any:
+        return _url_secrets(data, ("mqtt://", "mqtts://", "tcp://", "ssl://"))
 
     @field_validator("url")
     @classmethod
@@ -112,9 +202,16 @@ class MqttSettings(_Section):
 
 
 class DatabaseSettings(_Section):
-    url: str = "sqlite:///scgw.db"
+    url: str = Field(default="sqlite:///scgw.db", repr=False)
+    url_file: Path | None = None
+    password_file: Path | None = None
     batch_max_rows: int = Field(default=5000, ge=1, le=100_000)
     batch_max_delay: Duration = 0.05
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_files(cls, data: Any) -> Any:
+        return _url_secrets(data, ("postgresql://", "postgres://", "sqlite:///"))
 
     @field_validator("url")
     @classmethod
@@ -165,7 +262,17 @@ class SerialSettings(_Section):
 class SiaAccountSettings(_Section):
     account: str = Field(pattern=r"^[0-9A-Fa-f]{3,16}$")
     # AES key as 32, 48 or 64 hex digits; with a key the account must send encrypted messages.
-    key: str | None = None
+    key: str | None = Field(default=None, repr=False)
+    key_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_from_file(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("key_file") is not None:
+            if data.get("key") is not None:
+                raise ValueError("set key or key_file, not both")
+            data = {**data, "key": read_secret(data["key_file"], "key_file")}
+        return data
 
     @field_validator("key")
     @classmethod
@@ -229,6 +336,48 @@ class IngestSettings(_Section):
     unknown_recheck: Duration = 10.0
 
 
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "kib": 1024,
+    "mb": 10**6,
+    "mib": 2**20,
+    "gb": 10**9,
+    "gib": 2**30,
+}
+
+
+def parse_size(value: object) -> int:
+    """``"256MiB"``, ``"1GB"``, ``"64KiB"`` or a plain number of bytes."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size like '256MiB' or '1GB'")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and (m := _SIZE_RE.match(value)):
+        return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()]
+    raise ValueError(f"expected a size like '256MiB' or '1GB', got {value!r}")
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+class SpoolSettings(_Section):
+    """Where events and readings wait while the database is away (issue 8)."""
+
+    enabled: bool = True
+    # Best on another disk than a SQLite database file. Default: beside the SQLite file, or
+    # ~/.local/state/scgw/spool/<client id>-<hash of the database URL> for PostgreSQL.
+    dir: str | None = None
+    max_bytes: Size = Field(default=256 * 2**20, ge=4096)
+    # Readings may fill this share of max_bytes; the rest is kept for events.
+    readings_share: float = Field(default=0.9, gt=0, le=1)
+    # A write the database does not finish within this counts as failed (then it is
+    # retried once and spooled): a stopped server can otherwise hold a write for the pool's
+    # whole connect timeout.
+    write_timeout: Duration = Field(default=2.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SCGW_",
@@ -246,6 +395,7 @@ class Settings(BaseSettings):
     zigbee2mqtt: Zigbee2MqttSettings = Field(default_factory=Zigbee2MqttSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
+    spool: SpoolSettings = Field(default_factory=SpoolSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -129,6 +129,43 @@ class Metrics:
         self.sia_skipped = Counter(
             "scgw_sia_skipped", "Bytes outside DC-09 frames, in chunks", ["reason"], registry=r
         )
+        # -- the database-outage spool ------------------------------------------------------
+        self.spooled = Counter(
+            "scgw_spooled",
+            "Records written to the spool while the database was away, by kind",
+            ["kind"],
+            registry=r,
+        )
+        self.drained = Counter(
+            "scgw_spool_drained",
+            "Spool records replayed into the database, by kind",
+            ["kind"],
+            registry=r,
+        )
+        self.spool_refused = Counter(
+            "scgw_spool_refused",
+            "Batches a full spool refused (left unacked for the broker to keep)",
+            ["kind"],
+            registry=r,
+        )
+        self.spool_errors = Counter(
+            "scgw_spool_write_errors", "Spool appends the disk refused (retried)", registry=r
+        )
+        self.spool_set_aside = Counter(
+            "scgw_spool_set_aside",
+            "Spool records that could not be replayed and were kept aside (see the log)",
+            registry=r,
+        )
+        self.spool_records = Gauge(
+            "scgw_spool_records", "Records in the spool waiting for the database", registry=r
+        )
+        self.spool_bytes = Gauge("scgw_spool_bytes", "Bytes of spool segments on disk", registry=r)
+        self.spool_full = Gauge(
+            "scgw_spool_full", "1 while the spool is full (readings refused)", registry=r
+        )
+        for kind in ("event", "readings", "pending", "reply", "notice"):
+            self.spooled.labels(kind=kind)
+            self.drained.labels(kind=kind)
         for reason in RejectReason:
             for lane in ("event", "telemetry", "serial", "sia", "zigbee2mqtt"):
                 self.rejected.labels(lane=lane, reason=reason.value)

@@ -25,6 +25,9 @@ from gateway.metrics import Metrics
 from gateway.mqtt.lane import MqttLane
 from gateway.rate_limit import DeviceRateLimiter
 from gateway.sources import Sources
+from gateway.spool.durable import Durability, spool_path
+from gateway.spool.records import SpooledNotice
+from gateway.spool.spool import Spool, SpoolState, SpoolStats
 from gateway.storage.base import Store, StoreError
 from gateway.storage.factory import open_store
 from gateway.supervisor import TaskHealth, supervise
@@ -68,6 +71,28 @@ class Gateway:
         self.feedback = FeedbackRouter()
         self.alerting = Alerting(settings, self.store, self.metrics, self.feedback)
         self.bus.subscribe(self.alerting.engine)
+        # Database outage: events and readings wait in the spool, alerts still go out.
+        self.spool: Spool | None = None
+        spool_cfg = settings.spool
+        if spool_cfg.enabled:
+            self.spool = Spool(
+                spool_path(spool_cfg.dir, settings.database.url, settings.mqtt.client_id),
+                max_bytes=spool_cfg.max_bytes,
+                readings_share=spool_cfg.readings_share,
+                on_change=self._spool_changed,
+            )
+        self.durable = Durability(
+            store=self.store,
+            spool=self.spool,
+            bus=self.bus,
+            registry=self.registry,
+            metrics=self.metrics,
+            outage=self.alerting.outage if self.spool is not None else None,
+            on_readings=self.alerting.on_readings,
+            replies=self.alerting.engine,
+            write_timeout=spool_cfg.write_timeout,
+        )
+        self.alerting.outage.on_notice = self.durable.record_notice
         self.tasks: dict[str, TaskHealth] = {}
         self.started = asyncio.Event()
         # Set once every lane is connected and subscribed: from then on the broker keeps what
@@ -114,6 +139,8 @@ class Gateway:
             for lane in self.parts.lanes:
                 await lane.stop()
             await self.alerting.stop()
+            if self.spool is not None:
+                await self.spool.close()
             await self.store.close()
             if sock is not None:
                 sock.close()
@@ -167,6 +194,13 @@ class Gateway:
                 delay = min(delay * 2, STORE_RETRY_MAX)
 
     async def _start_ingest(self, tg: asyncio.TaskGroup) -> None:
+        if self.spool is not None:
+            # Records a previous run left are drained once the database answers; their outage
+            # notices are known before any event is replayed.
+            for record in await self.spool.open():
+                if isinstance(record, SpooledNotice):
+                    self.alerting.outage.notices[record.notice.event_key] = record.notice
+            self._supervised(tg, "spool-drain", self.durable.run_drain)
         await self._open_store()
         await self.registry.load()
         await self.alerting.start(lambda name, run: self._supervised(tg, name, run))
@@ -212,6 +246,7 @@ class Gateway:
             max_payload_bytes=cfg.max_payload_bytes,
             bus=self.bus,
             replies=self.alerting.engine,
+            durable=self.durable,
         )
         self.parts.telemetry = TelemetryIngest(
             lane=telemetry_lane,
@@ -224,6 +259,7 @@ class Gateway:
             batch_max_delay=self.settings.database.batch_max_delay,
             limiter=self.limiter,
             on_readings=self.alerting.on_readings,
+            durable=self.durable,
         )
         self._supervised(tg, "event-ingest", self.parts.events.run)
         self._supervised(tg, "telemetry-ingest", self.parts.telemetry.run)
@@ -235,6 +271,7 @@ class Gateway:
             feedback=self.feedback,
             on_connection_change=self._lane_changed,
             on_readings=self.alerting.on_readings,
+            durable=self.durable,
         )
         await sources.load()
         self.parts.lanes += sources.lanes
@@ -280,6 +317,8 @@ class Gateway:
                 checks["database"] = {"ok": False, "error": str(exc)}
             except TimeoutError:
                 checks["database"] = {"ok": False, "error": f"no answer in {PING_TIMEOUT}s"}
+        if self.spool is not None:
+            checks["spool"] = self._spool_check(self.spool)
         if self.parts.sources is not None:
             checks.update(self.parts.sources.readiness())
         checks["tasks"] = {
@@ -290,3 +329,29 @@ class Gateway:
             },
         }
         return checks
+
+    def _spool_check(self, spool: Spool) -> dict[str, object]:
+        stats = spool.stats()
+        check: dict[str, object] = {
+            # Spooling is the design working (the database check says why); full is not:
+            # readings are refused and wait at the broker.
+            "ok": stats.state is not SpoolState.FULL,
+            "state": stats.state.value,
+            "records": stats.records,
+            "bytes": stats.bytes,
+            "max_bytes": stats.max_bytes,
+            "dir": str(spool.directory),
+        }
+        if stats.state is SpoolState.SPOOLING:
+            check["detail"] = f"spooling {stats.records} records (database unavailable)"
+        elif stats.state is SpoolState.FULL:
+            check["detail"] = (
+                f"SPOOL FULL: {stats.bytes} of {stats.max_bytes} bytes; readings are not"
+                " accepted (the broker keeps them), events still are / 缓存已满：读数暂不接收"
+            )
+        return check
+
+    def _spool_changed(self, stats: SpoolStats) -> None:
+        self.metrics.spool_records.set(stats.records)
+        self.metrics.spool_bytes.set(stats.bytes)
+        self.metrics.spool_full.set(1 if stats.state is SpoolState.FULL else 0)

@@ -23,6 +23,7 @@ from gateway.serial.reader import LANE as SERIAL_LANE
 from gateway.serial.reader import SerialPortReader
 from gateway.sia.receiver import LANE as SIA_LANE
 from gateway.sia.receiver import SiaReceiver
+from gateway.spool.durable import Durability
 from gateway.storage.base import Store
 
 Task = tuple[str, Callable[[], Awaitable[None]]]
@@ -39,6 +40,7 @@ class Sources:
         feedback: FeedbackRouter,
         on_connection_change: Callable[[str, bool], None] | None = None,
         on_readings: ReadingsHook | None = None,
+        durable: Durability | None = None,
     ) -> None:
         self.index = AddressIndex(store, recheck=settings.ingest.unknown_recheck)
         self.lanes: list[MqttLane] = []
@@ -46,7 +48,12 @@ class Sources:
 
         def sink(lane: str) -> DeviceSink:
             return DeviceSink(
-                store=store, bus=bus, metrics=metrics, lane=lane, on_readings=on_readings
+                store=store,
+                bus=bus,
+                metrics=metrics,
+                lane=lane,
+                on_readings=on_readings,
+                durable=durable,  # spools while the database is away
             )
 
         # -- serial lines -----------------------------------------------------------------

@@ -9,8 +9,9 @@ handlers make the duplicate harmless (the alert engine remembers which events it
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from typing import Protocol, cast
 
+from alerts.outage import OutageNotice
 from devices.models import Event
 from gateway.metrics import Metrics
 from gateway.storage.base import StoreError
@@ -25,6 +26,21 @@ class EventHandler(Protocol):
         """Act on a stored event; must be idempotent for ``duplicate=True``."""
 
 
+class OutageAwareHandler(Protocol):
+    name: str
+    takes_outage_notice: bool
+
+    async def handle_event(
+        self, event: Event, *, duplicate: bool, notice: OutageNotice | None = None
+    ) -> None:
+        """As above; ``notice``: this event was already notified during a database outage."""
+
+
+def _takes_notice(handler: object) -> bool:
+    # A marker, not the signature (a Protocol isinstance check cannot see keyword arguments).
+    return getattr(handler, "takes_outage_notice", False) is True
+
+
 class EventBus:
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
@@ -33,10 +49,17 @@ class EventBus:
     def subscribe(self, handler: EventHandler) -> None:
         self._handlers.append(handler)
 
-    async def deliver(self, event: Event, *, duplicate: bool) -> None:
+    async def deliver(
+        self, event: Event, *, duplicate: bool, notice: OutageNotice | None = None
+    ) -> None:
+        """``notice`` (replay from the spool) goes to handlers that take it (the engine)."""
         for handler in self._handlers:
             try:
-                await handler.handle_event(event, duplicate=duplicate)
+                if notice is not None and _takes_notice(handler):
+                    aware = cast(OutageAwareHandler, handler)
+                    await aware.handle_event(event, duplicate=duplicate, notice=notice)
+                else:
+                    await handler.handle_event(event, duplicate=duplicate)
             except StoreError:
                 # The database is away: the caller retries the delivery (handlers are
                 # idempotent) and does not ack meanwhile, so the alert is never skipped.

@@ -17,9 +17,10 @@ from devices.models import Event, PendingSighting
 from devices.mqtt_json import Kind, decode, parse_topic
 from devices.registry import RegistryCache
 from gateway.ingest.bus import EventBus
-from gateway.ingest.common import RejectionLog, write_durably
+from gateway.ingest.common import RejectionLog
 from gateway.metrics import Metrics
 from gateway.mqtt.lane import Inbound, MqttLane
+from gateway.spool.durable import Durability
 from gateway.storage.base import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class EventIngest:
         max_payload_bytes: int,
         bus: EventBus,
         replies: ReplyHandler | None = None,
+        durable: Durability | None = None,
     ) -> None:
         self._lane = lane
         self._store = store
@@ -52,7 +54,16 @@ class EventIngest:
         self._prefix = prefix
         self._max_bytes = max_payload_bytes
         self._bus = bus
-        self.replies = replies
+        # Without a spool (tests, embedded uses) writes wait for the database as they always
+        # did; the gateway passes the one that spools.
+        self.durable = durable or Durability(
+            store=store,
+            spool=None,
+            bus=bus,
+            registry=registry,
+            metrics=metrics,
+            replies=replies,
+        )
         self._reject = RejectionLog(metrics, LANE)
 
     async def run(self) -> None:
@@ -78,25 +89,26 @@ class EventIngest:
             self._ack(message)
             return
 
-        if not await write_durably(
-            self._metrics, LANE, lambda: self._registry.is_known(event.device_id)
-        ):
+        durable = self.durable
+        known = await durable.known(LANE, event.device_id)
+        if known is False:
             sighting = PendingSighting(
                 event.device_id, event.ts, "event", event.payload, event.type
             )
-            await write_durably(self._metrics, LANE, lambda: self._store.record_pending([sighting]))
+            await durable.pending(LANE, [sighting])
             self._metrics.pending.inc()
             self._reject(message.topic, Rejected(RejectReason.UNKNOWN_DEVICE, event.device_id))
             self._ack(message)
             return
 
-        new = await write_durably(self._metrics, LANE, lambda: self._store.store_event(event))
-        # Alerts are raised before the ack: a crash in between is repaired by the redelivery.
-        await write_durably(
-            self._metrics, LANE, lambda: self._bus.deliver(event, duplicate=not new)
-        )
+        # Stored and handed to the alert engine before the ack (a crash in between is
+        # repaired by the redelivery) — or, the database away, spooled (fsynced) before it.
+        # None: the registry could not be asked; the drain decides once the database is back.
+        result = await durable.event(LANE, event, checked=known is True)
         self._ack(message)
-        if not new:
+        if result.spooled:
+            return
+        if not result.new:
             self._metrics.duplicates.labels(kind="event").inc()
             return
         self._metrics.stored.labels(kind="event").inc()
@@ -112,15 +124,10 @@ class EventIngest:
             self._reject(message.topic, rejection)
             self._ack(message)
             return
-        if self.replies is not None:
-            # Acted on before the ack, like events: a crash in between replays the reply,
-            # and accepting an accepted alert again changes nothing.
-            await write_durably(self._metrics, LANE, lambda: self._handle(reply))
+        # Acted on before the ack, like events: a crash in between replays the reply, and
+        # accepting an accepted alert again changes nothing. The database away: spooled.
+        await self.durable.reply(LANE, reply)
         self._ack(message)
-
-    async def _handle(self, reply: Reply) -> None:
-        assert self.replies is not None
-        await self.replies.handle_reply(reply)
 
     def _ack(self, message: Inbound) -> None:
         self._lane.ack(message)

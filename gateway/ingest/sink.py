@@ -16,9 +16,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from devices.codec import Rejected
 from devices.health import health_of, merge
 from devices.models import DeviceHealth, Event, PendingSighting, Reading, Status, Telemetry
+from devices.registry import RegistryCache
 from gateway.ingest.bus import EventBus
-from gateway.ingest.common import RejectionLog, write_durably
+from gateway.ingest.common import RejectionLog
 from gateway.metrics import Metrics
+from gateway.spool.durable import Durability
 from gateway.storage.base import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ class DeviceSink:
         metrics: Metrics,
         lane: str,
         on_readings: ReadingsHook | None = None,
+        durable: Durability | None = None,
     ) -> None:
         self._store = store
         self._bus = bus
@@ -44,13 +47,24 @@ class DeviceSink:
         self.lane = lane
         self._on_readings = on_readings
         self.reject = RejectionLog(metrics, lane)
+        # The gateway's Durability spools while the database is away; without one, writes
+        # wait for the database as before.
+        self._durable = durable or Durability(
+            store=store,
+            spool=None,
+            bus=bus,
+            registry=RegistryCache(store),
+            metrics=metrics,
+            on_readings=on_readings,
+        )
 
     async def event(self, event: Event) -> bool:
-        """Store one event, then hand it to the bus. True when it was new."""
-        new = await write_durably(self._metrics, self.lane, lambda: self._store.store_event(event))
-        await write_durably(
-            self._metrics, self.lane, lambda: self._bus.deliver(event, duplicate=not new)
-        )
+        """Store one event, then hand it to the bus (or spool it while the database is away:
+        durable either way when this returns). True when it was stored new."""
+        result = await self._durable.event(self.lane, event)
+        if result.spooled:
+            return False
+        new = result.new
         if not new:
             self._metrics.duplicates.labels(kind="event").inc()
             return False
@@ -77,19 +91,13 @@ class DeviceSink:
             health[seen.device_id] = seen if before is None else merge(before, seen)
         if not readings and not health:
             return
-        result = await write_durably(
-            self._metrics,
-            self.lane,
-            lambda: self._store.store_batch(readings, list(health.values())),
-        )
-        self._metrics.readings_stored.inc(result.readings_new)
-        hook = self._on_readings
-        if hook is not None and readings:
-            # Thresholds (high temperature, ...) apply whatever the source: checked after the
-            # commit, like the native telemetry lane does.
-            await write_durably(self._metrics, self.lane, lambda: hook(readings))
-        if result.readings_duplicate:
-            self._metrics.duplicates.labels(kind="reading").inc(result.readings_duplicate)
+        # Thresholds (high temperature, ...) apply whatever the source: Durability checks them
+        # after the commit, like the native telemetry lane; the database away, it spools.
+        result = await self._durable.readings(self.lane, readings, list(health.values()))
+        if result is not None:
+            self._metrics.readings_stored.inc(result.readings_new)
+            if result.readings_duplicate:
+                self._metrics.duplicates.labels(kind="reading").inc(result.readings_duplicate)
         for kind, count in kinds.items():
             if count:
                 self._metrics.stored.labels(kind=kind).inc(count)
@@ -98,7 +106,7 @@ class DeviceSink:
         """Keep messages of unregistered devices aside for adoption."""
         if not sightings:
             return
-        await write_durably(self._metrics, self.lane, lambda: self._store.record_pending(sightings))
+        await self._durable.pending(self.lane, sightings)
         self._metrics.pending.inc(len(sightings))
 
     def problem(self, where: str, rejection: Rejected) -> None:

@@ -5,19 +5,30 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from devices.codec import Rejected, RejectReason
 from devices.health import health_of, merge
 from devices.models import DeviceHealth, Event, PendingSighting, Reading, Status, Telemetry
 from devices.mqtt_json import Kind, decode, parse_topic
 from devices.registry import RegistryCache
-from gateway.ingest.common import RejectionLog, write_durably
+from gateway.ingest.bus import EventBus
+from gateway.ingest.common import RejectionLog
 from gateway.metrics import Metrics
 from gateway.mqtt.lane import Inbound, MqttLane
 from gateway.rate_limit import DeviceRateLimiter
+from gateway.spool.durable import Durability
 from gateway.storage.base import Store
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Unchecked:
+    """A message whose device the registry could not be asked about (database away)."""
+
+    message: Telemetry | Status
+
 
 LANE = "telemetry"
 SYS_DROPPED = "$SYS/broker/publish/messages/dropped"
@@ -37,6 +48,7 @@ class TelemetryIngest:
         batch_max_delay: float,
         limiter: DeviceRateLimiter,
         on_readings: Callable[[Sequence[Reading]], Awaitable[None]] | None = None,
+        durable: Durability | None = None,
     ) -> None:
         self._lane = lane
         self._store = store
@@ -48,6 +60,16 @@ class TelemetryIngest:
         self._batch_max_delay = batch_max_delay
         self._limiter = limiter
         self._on_readings = on_readings
+        # The gateway passes the Durability that spools while the database is away (it
+        # runs on_readings itself); without one, writes wait for the database as before.
+        self._durable = durable or Durability(
+            store=store,
+            spool=None,
+            bus=EventBus(metrics),
+            registry=registry,
+            metrics=metrics,
+            on_readings=on_readings,
+        )
         self._reject = RejectionLog(metrics, LANE)
 
     async def run(self) -> None:
@@ -61,6 +83,7 @@ class TelemetryIngest:
         readings: list[Reading] = []
         health: dict[str, DeviceHealth] = {}
         pending: list[PendingSighting] = []
+        unchecked: list[Telemetry | Status] = []
         stored_kinds = {"telemetry": 0, "status": 0}
 
         for message in batch:
@@ -75,6 +98,9 @@ class TelemetryIngest:
             if isinstance(decoded, PendingSighting):
                 pending.append(decoded)
                 continue
+            if isinstance(decoded, Unchecked):
+                unchecked.append(decoded.message)
+                continue
             if isinstance(decoded, Telemetry):
                 readings.extend(decoded.readings)
                 stored_kinds["telemetry"] += 1
@@ -84,21 +110,16 @@ class TelemetryIngest:
             before = health.get(seen.device_id)
             health[seen.device_id] = seen if before is None else merge(before, seen)
 
-        if readings or health:
-            result = await write_durably(
-                self._metrics,
-                LANE,
-                lambda: self._store.store_batch(readings, list(health.values())),
-            )
-            self._metrics.readings_stored.inc(result.readings_new)
-            if self._on_readings is not None and readings:
-                # Thresholds are checked before the ack, like events: a crash in between
-                # replays the batch (the tracker's debounce absorbs the repeat).
-                await write_durably(self._metrics, LANE, lambda: self._readings_hook(readings))
-            if result.readings_duplicate:
-                self._metrics.duplicates.labels(kind="reading").inc(result.readings_duplicate)
+        if readings or health or unchecked:
+            # Committed (thresholds checked after), or spooled while the database is away;
+            # waits, unacked, while the spool is full.
+            result = await self._durable.readings(LANE, readings, list(health.values()), unchecked)
+            if result is not None:
+                self._metrics.readings_stored.inc(result.readings_new)
+                if result.readings_duplicate:
+                    self._metrics.duplicates.labels(kind="reading").inc(result.readings_duplicate)
         if pending:
-            await write_durably(self._metrics, LANE, lambda: self._store.record_pending(pending))
+            await self._durable.pending(LANE, pending)
             self._metrics.pending.inc(len(pending))
         for kind, count in stored_kinds.items():
             if count:
@@ -110,11 +131,7 @@ class TelemetryIngest:
             self._lane.ack(message)
             self._metrics.ack_lag.labels(lane=LANE).observe(now - message.received_mono)
 
-    async def _readings_hook(self, readings: Sequence[Reading]) -> None:
-        assert self._on_readings is not None
-        await self._on_readings(readings)
-
-    async def _decode(self, message: Inbound) -> Telemetry | Status | PendingSighting:
+    async def _decode(self, message: Inbound) -> Telemetry | Status | PendingSighting | Unchecked:
         topic = parse_topic(message.topic, self._prefix)
         if topic.kind is Kind.EVENT:
             raise Rejected(RejectReason.BAD_TOPIC, "event on the telemetry lane")
@@ -124,9 +141,9 @@ class TelemetryIngest:
         assert not isinstance(decoded, Event)
         known = self._registry.cached(topic.device_id)
         if known is None:
-            known = await write_durably(
-                self._metrics, LANE, lambda: self._registry.is_known(topic.device_id)
-            )
+            known = await self._durable.known(LANE, topic.device_id)
+            if known is None:  # the database is away: the drain asks the registry later
+                return Unchecked(decoded)
         if not known:
             self._reject(message.topic, Rejected(RejectReason.UNKNOWN_DEVICE, topic.device_id))
             return PendingSighting(

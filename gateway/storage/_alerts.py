@@ -306,7 +306,7 @@ def new_alert_values(new: NewAlert) -> dict[str, Any]:
         "active_key": active_key(new.device_id, new.resident_id, new.kind),
         "count": 1,
         "steps": steps_json(new.steps),
-        "step_index": 0,
+        "step_index": new.first_step,
         "next_due_at": new.first_due_at,
         "source": new.source,
         "source_seq": new.source_seq,

@@ -28,6 +28,7 @@ from gateway.storage import _registry as reg
 from gateway.storage import schema_sqlite as schema
 from gateway.storage._util import as_json_text, fold_pending, parse_utc_text, utc_text
 from gateway.storage.alerts_sqlite import SqliteAlerts
+from gateway.storage.audit_sqlite import SqliteAudit
 from gateway.storage.base import BatchResult, PendingDevice, StoreError, UpsertResult
 from gateway.storage.users_sqlite import SqliteUsers
 
@@ -53,6 +54,26 @@ _UNAVAILABLE: Final = frozenset(
         26,  # SQLITE_NOTADB
     }
 )
+
+# The same faults by message, for errors raised without a result code (the disk spool then
+# takes over exactly as for a PostgreSQL outage).
+_UNAVAILABLE_TEXT: Final = (
+    "disk i/o error",
+    "database or disk is full",
+    "readonly database",
+    "unable to open database",
+    "database is locked",
+)
+
+
+def unavailable(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` means the database or its disk is unavailable (not a bug)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _UNAVAILABLE
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and any(t in text for t in _UNAVAILABLE_TEXT)
+
 
 # Authorizer actions that a read-only query() may use; anything else is denied.
 _READ_ACTIONS: Final = frozenset(
@@ -137,7 +158,7 @@ def _param(value: Any) -> Any:
     return utc_text(value) if isinstance(value, datetime) else value
 
 
-class SqliteStore(SqliteAlerts, SqliteUsers):
+class SqliteStore(SqliteAlerts, SqliteUsers, SqliteAudit):
     """The :class:`~gateway.storage.base.Store` (and, via :class:`SqliteAlerts` and
     :class:`SqliteUsers`, the :class:`~alerts.store.AlertStore` and the
     :class:`~gateway.users.UserStore`) on a SQLite file."""
@@ -161,8 +182,7 @@ class SqliteStore(SqliteAlerts, SqliteUsers):
         try:
             return await loop.run_in_executor(executor, self._call, fn)
         except sqlite3.Error as exc:
-            code = getattr(exc, "sqlite_errorcode", None)
-            if code is not None and code & 0xFF in _UNAVAILABLE:
+            if unavailable(exc):
                 raise StoreError(f"SQLite {self.path!r} unavailable: {exc}") from exc
             raise
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from devices.models import DeviceType
 from tests.gateway.conftest import Publisher, gateway_settings, register
 from tests.harness.mosquitto import MosquittoServer
@@ -94,6 +96,10 @@ async def test_resent_events_and_telemetry_change_nothing(
     assert await gw.count("SELECT count(*) FROM v_readings") == 1
 
 
+@pytest.mark.fault(
+    "Bad MQTT input: malformed JSON, wrong types, oversize, flooding device",
+    checks="each rejection counted by reason; other devices' messages stored",
+)
 async def test_bad_input_is_counted_and_others_are_unaffected(
     mosquitto: MosquittoServer, db_url: str, publisher: Publisher, start_gateway
 ) -> None:

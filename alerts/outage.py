@@ -1,0 +1,237 @@
+"""Alerts while the database is away: the first notification goes out anyway.
+
+When a P1/P2 event cannot reach the alert engine (its tables live in the database that is
+down), the event is spooled to disk and this dispatcher notifies the step-1 targets of the
+event's policy, resolved from the in-memory directory snapshot (no database: no load, no
+declines, no accept links), falling back to ``role:duty``. The notice says the system is in
+degraded mode and carries the resident's name, address and phone so the responder can act.
+
+What was sent is kept (``OutageNotice``, written to the spool after the event), so when the
+database returns and the alert is created normally, it opens with this alert id, notes
+"notified during database outage at …" on its timeline, and escalates from step 2 — the same
+people are not notified twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from alerts.channels.base import Notice, Notifier, NotifyOutcome, Recipient, make_notice
+from alerts.config import AlertsSettings
+from alerts.directory import Directory
+from alerts.messages import Lang, local_time
+from alerts.models import Alert, AlertState, PolicyStep, Priority
+from alerts.rules import OpenAlert, classify
+from alerts.targets import Resolver, Target
+from devices.models import Event
+
+log = logging.getLogger(__name__)
+
+OUTAGE_PRIORITIES = frozenset({Priority.P1, Priority.P2})
+DESK_STEP = PolicyStep(("role:duty",), 0)
+
+DEGRADED_LINE: dict[str, str] = {
+    "zh": "⚠ 系统降级运行（数据库暂不可用）：请直接电话联系居民并前往处理，本消息无接单链接。",
+    "en": "⚠ Degraded mode (database unavailable): call the resident and go; "
+    "this message has no accept link.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class OutageNotice:
+    """What the outage dispatcher sent for one event; kept in the spool with the event."""
+
+    event_key: str  # the spooled event's dedup key
+    alert_id: str  # the id the alert gets when it is created after the outage
+    at: datetime  # when the notification went out
+    step: int  # the policy step it stood for (0: the first)
+    targets: tuple[str, ...]
+    reached: int
+
+
+def outage_alert(
+    event: Event,
+    decision: OpenAlert,
+    alert_id: str,
+    resident_id: str | None,
+    steps: tuple[PolicyStep, ...],
+) -> Alert:
+    """The alert as it will be opened later, for rendering the notice now."""
+    return Alert(
+        id=alert_id,
+        kind=decision.kind,
+        priority=decision.priority,
+        state=AlertState.OPEN,
+        opened_at=event.ts,
+        updated_at=event.ts,
+        device_id=event.device_id,
+        resident_id=resident_id,
+        steps=steps,
+        source=event.source,
+        source_seq=event.seq,
+    )
+
+
+def degraded(notice: Notice, lang: Lang) -> Notice:
+    """The notice with the degraded-mode line first (title, body, SMS form and app data)."""
+    line = DEGRADED_LINE[lang]
+    message = replace(
+        notice.message,
+        title=f"{notice.message.title} · {'降级模式' if lang == 'zh' else 'degraded mode'}",
+        body=f"{line}\n{notice.message.body}",
+        short=f"{line[:20]} {notice.message.short}",
+    )
+    data = dict(notice.data)
+    data.update(
+        title=message.title,
+        body=message.body,
+        short=message.short,
+        degraded=True,
+        accept_url=None,
+        decline_url=None,
+    )
+    return replace(notice, message=message, data=data, accept_url=None, decline_url=None)
+
+
+class OutageDispatcher:
+    """Sends the first notification of spooled P1/P2 events; keeps what it sent.
+
+    ``notify`` runs in the background (the spooled event is already acked); ``wait_for``
+    lets the spool drain wait for a notification still going out before it replays the
+    event, so the alert is created knowing about it.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: AlertsSettings,
+        directory: Directory,
+        notifier: Notifier,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_notice: Callable[[OutageNotice], Awaitable[None]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.directory = directory
+        self.notifier = notifier
+        self.clock = clock
+        self.on_notice = on_notice  # persists the notice (the spool appends a record)
+        self.notices: dict[str, OutageNotice] = {}
+        self._running: dict[str, asyncio.Task[OutageNotice | None]] = {}
+
+    def wants(self, event: Event) -> bool:
+        decision = classify(event)
+        return isinstance(decision, OpenAlert) and decision.priority in OUTAGE_PRIORITIES
+
+    def start(self, event: Event) -> bool:
+        """Notify in the background (a reference is kept until it is done). False when
+        there is nothing to do: not P1/P2, or this event was notified already."""
+        key = event.dedup_key
+        if key is None or key in self._running or key in self.notices or not self.wants(event):
+            return False
+        task = asyncio.create_task(self.notify(event), name=f"outage-notify-{key}")
+        self._running[key] = task
+        task.add_done_callback(lambda t: self._done(key, t))
+        return True
+
+    def _done(self, key: str, task: asyncio.Task[OutageNotice | None]) -> None:
+        self._running.pop(key, None)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # The normal dispatcher still notifies once the database is back (no notice kept).
+            log.error("outage notification for %s failed", key, exc_info=exc)
+
+    async def wait_for(self, event_key: str) -> OutageNotice | None:
+        """The notice of ``event_key`` once any notification still in flight is done."""
+        task = self._running.get(event_key)
+        if task is not None:
+            await asyncio.wait({task})
+        return self.notices.get(event_key)
+
+    async def stop(self) -> None:
+        for task in list(self._running.values()):
+            task.cancel()
+        if self._running:
+            await asyncio.wait(set(self._running.values()))
+
+    def forget(self, event_key: str) -> None:
+        self.notices.pop(event_key, None)
+
+    async def notify(self, event: Event) -> OutageNotice | None:
+        decision = classify(event)
+        key = event.dedup_key
+        if not isinstance(decision, OpenAlert) or key is None:
+            return None
+        directory = self.directory
+        device = directory.device(event.device_id)
+        steps = self.settings.steps_for(decision.priority)
+        alert = outage_alert(
+            event, decision, uuid.uuid4().hex, device.resident_id if device else None, steps
+        )
+        now = self.clock()
+        targets = self._targets(alert, steps[0] if steps else DESK_STEP, now)
+        if not targets:
+            targets = self._targets(alert, DESK_STEP, now)
+        outcomes = await self._send(alert, targets)
+        reached = sum(1 for o in outcomes if o.reached)
+        if reached == 0 and steps and "role:duty" not in steps[0].targets:
+            # Nobody heard it: the desk hears it now, as the dispatcher would do.
+            desk = [t for t in self._targets(alert, DESK_STEP, now) if t not in targets]
+            outcomes += await self._send(alert, desk)
+            reached = sum(1 for o in outcomes if o.reached)
+            targets += desk
+        notice = OutageNotice(key, alert.id, now, 0, tuple(t.key for t in targets), reached)
+        log.error(
+            "database unavailable: %s %s of %s notified directly (%d of %d reached)",
+            alert.priority,
+            alert.kind,
+            event.device_id,
+            reached,
+            len(targets),
+        )
+        self.notices[key] = notice
+        if self.on_notice is not None:
+            await self.on_notice(notice)
+        return notice
+
+    def _targets(self, alert: Alert, step: PolicyStep, now: datetime) -> list[Target]:
+        resolver = Resolver(
+            self.directory.responders,
+            local_time=local_time,
+            max_concurrent=self.settings.max_concurrent_per_responder,
+        )
+        return resolver.resolve(
+            step,
+            alert,
+            self.directory.resident(alert.resident_id),
+            self.directory.device(alert.device_id),
+            now=now,
+            load={},  # unknown without the database: nobody is skipped as busy
+            declined=frozenset(),
+        )
+
+    async def _send(self, alert: Alert, targets: list[Target]) -> list[NotifyOutcome]:
+        lang: Lang = "en" if self.settings.lang == "en" else "zh"
+        resident = self.directory.resident(alert.resident_id)
+        device = self.directory.device(alert.device_id)
+        batch: list[tuple[Recipient, Notice]] = []
+        for target in targets:
+            if target.responder is not None:
+                recipient = Recipient.for_responder(target.responder)
+            elif target.contact is not None and resident is not None:
+                index = int(target.key.rsplit(":", 1)[1])
+                recipient = Recipient.for_contact(
+                    resident.resident_id,
+                    index,
+                    target.contact,
+                    channel_templates=self.settings.contact_channels,
+                    lang=lang,
+                )
+            else:
+                continue
+            notice = make_notice(alert, resident, device, lang=recipient.lang)
+            batch.append((recipient, degraded(notice, recipient.lang)))
+        return await self.notifier.notify_many(batch)

@@ -1,0 +1,432 @@
+"""The one way ingest makes a message durable: the database, or — while it is away — the spool.
+
+A write is tried ``attempts`` times within a short ``write_timeout`` each (a blip does not
+spool); when it still fails the record is appended to the spool (fsynced) and the caller may
+ack its source. Once anything is spooled, later writes queue behind it in the spool until the
+drain has replayed everything, so the database receives records in the order they came.
+
+Events are always spooled (only a failing disk refuses them; then the source is not acked and
+the write is retried, as without a spool). Readings and pending sightings are refused by a
+full spool: the call then waits, unacked (the broker keeps the messages), until there is room.
+
+The drain (``run_drain``, supervised in the gateway's TaskGroup) waits until the database
+answers, then replays the oldest segment record by record into the store, the event bus (the
+alert engine, with any outage notice) and the readings hook, and deletes a segment once all of
+it is applied. Replays are idempotent: events carry a dedup key (one is given to events that
+had none), readings dedup on (device, metric, ts), the engine on the event's trigger key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import os
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from alerts.outage import OutageDispatcher, OutageNotice
+from alerts.replies import Reply
+from devices.health import health_of, merge
+from devices.models import (
+    DeviceHealth,
+    Event,
+    PendingSighting,
+    Reading,
+    Status,
+    Telemetry,
+)
+from devices.registry import RegistryCache
+from gateway.ingest.bus import EventBus
+from gateway.ingest.common import write_durably
+from gateway.metrics import Metrics
+from gateway.spool import records as rec
+from gateway.spool.spool import Spool
+from gateway.storage.base import BatchResult, Store, StoreError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+ReadingsHook = Callable[[Sequence[Reading]], Awaitable[None]]
+FULL_RETRY = 0.5  # how often a refused readings batch looks for room again
+DISK_RETRY_MAX = 5.0
+DRAIN_RETRY_FIRST = 0.2
+DRAIN_RETRY_MAX = 5.0
+
+
+class Unavailable(Exception):
+    """The database did not take the write within the short retry."""
+
+
+class ReplyHandler(Protocol):
+    async def handle_reply(self, reply: Reply) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EventResult:
+    new: bool  # stored now for the first time (False: a duplicate, or spooled)
+    spooled: bool
+
+
+class Durability:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        spool: Spool | None,
+        bus: EventBus,
+        registry: RegistryCache,
+        metrics: Metrics,
+        outage: OutageDispatcher | None = None,
+        on_readings: ReadingsHook | None = None,
+        replies: ReplyHandler | None = None,
+        attempts: int = 2,
+        retry_delay: float = 0.1,
+        write_timeout: float = 2.0,
+    ) -> None:
+        self.store = store
+        self.spool = spool
+        self.bus = bus
+        self.registry = registry
+        self.metrics = metrics
+        self.outage = outage
+        self.on_readings = on_readings
+        self.replies = replies
+        self.attempts = attempts
+        self.retry_delay = retry_delay
+        self.write_timeout = write_timeout
+        # Spooled events whose outage notification is going out: set once the event record
+        # is on disk (the notice record must follow it).
+        self._event_durable: dict[str, asyncio.Event] = {}
+
+    # -- trying the database ------------------------------------------------------------------
+    async def attempt(self, lane: str, write: Callable[[], Awaitable[T]]) -> T:
+        """``write`` within the short retry, or ``Unavailable``. A write that hangs past
+        ``write_timeout`` counts as failed (a stopped server makes the pool wait far longer);
+        if it did commit after all, the spooled copy is a duplicate the store absorbs."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                async with asyncio.timeout(self.write_timeout):
+                    return await write()
+            except StoreError as exc:
+                self.metrics.store_errors.labels(lane=lane).inc()
+                log.debug("%s lane: store unavailable (%s), try %d", lane, exc, attempt)
+            except TimeoutError:
+                self.metrics.store_errors.labels(lane=lane).inc()
+                raise Unavailable(f"no answer in {self.write_timeout:g}s") from None
+            if attempt < self.attempts:
+                await asyncio.sleep(self.retry_delay)
+        raise Unavailable("database unavailable")
+
+    async def known(self, lane: str, device_id: str) -> bool | None:
+        """Whether the registry knows ``device_id``; None when it cannot be asked now (only
+        with a spool: without one this waits for the database as before)."""
+        answer = self.registry.cached(device_id)
+        if answer is not None:
+            return answer
+        if self.spool is None:
+            return await write_durably(
+                self.metrics, lane, lambda: self.registry.is_known(device_id)
+            )
+        try:
+            return await self.attempt(lane, lambda: self.registry.is_known(device_id))
+        except Unavailable:
+            return None
+
+    # -- the writes ingest makes --------------------------------------------------------------
+    async def event(self, lane: str, event: Event, *, checked: bool = True) -> EventResult:
+        """Store ``event`` and hand it to the bus, or spool it. Durable when this returns."""
+        spool = self.spool
+        if spool is None:
+            new = await write_durably(self.metrics, lane, lambda: self.store.store_event(event))
+            await write_durably(
+                self.metrics, lane, lambda: self.bus.deliver(event, duplicate=not new)
+            )
+            return EventResult(new, spooled=False)
+        if checked and not spool.active:
+            try:
+                new = await self.attempt(lane, lambda: self.store.store_event(event))
+                # No short timeout here: the engine may be slow for reasons of its own (a
+                # device feedback publish); only the database failing sends the event on.
+                await self.bus.deliver(event, duplicate=not new)
+                return EventResult(new, spooled=False)
+            except (Unavailable, StoreError) as exc:
+                log.warning("%s lane: %s; spooling event of %s", lane, exc, event.device_id)
+        keyed = with_dedup_key(event)
+        key = keyed.dedup_key
+        assert key is not None
+        outage = self.outage
+        durable = asyncio.Event()
+        # Started before the append so that the drain, replaying this event, always finds the
+        # notification (in flight or done); its notice record waits for ``durable`` so that
+        # it lands after the event in the spool.
+        if checked and outage is not None and outage.start(keyed):
+            self._event_durable[key] = durable
+        await self._append(lane, rec.SpooledEvent(keyed, checked), kind="event")
+        durable.set()
+        return EventResult(new=False, spooled=True)
+
+    async def readings(
+        self,
+        lane: str,
+        readings: Sequence[Reading],
+        health: Sequence[DeviceHealth],
+        unchecked: Sequence[Telemetry | Status] = (),
+    ) -> BatchResult | None:
+        """Store readings and health in one transaction, then run the readings hook
+        (thresholds) — or spool them (None). While the spool is full this waits, unacked
+        (the broker keeps the messages), trying the database again whenever the spool is
+        empty."""
+        spool = self.spool
+        if spool is None:
+            result = await write_durably(
+                self.metrics, lane, lambda: self.store.store_batch(readings, health)
+            )
+            hook = self.on_readings
+            if hook is not None and readings:
+                await write_durably(self.metrics, lane, lambda: hook(readings))
+            return result
+        record = rec.SpooledReadings(tuple(readings), tuple(health), tuple(unchecked))
+        while True:
+            if not spool.active:
+                try:
+                    # A hook failing after the commit retries both: the store absorbs the
+                    # repeated readings, and the spooled copy runs the hook at replay.
+                    stored: BatchResult | None = await self.attempt(
+                        lane, lambda: self._store_readings(record)
+                    )
+                    spool.relieved()
+                    return stored
+                except Unavailable as exc:
+                    log.warning("%s lane: %s; spooling %d readings", lane, exc, len(readings))
+            if await self._try_append(lane, record, kind="readings"):
+                return None
+            await asyncio.sleep(FULL_RETRY)
+
+    async def pending(self, lane: str, sightings: Sequence[PendingSighting]) -> None:
+        if not sightings:
+            return
+        spool = self.spool
+        if spool is None:
+            await write_durably(self.metrics, lane, lambda: self.store.record_pending(sightings))
+            return
+        record = rec.SpooledPending(tuple(sightings))
+        while True:
+            if not spool.active:
+                try:
+                    await self.attempt(lane, lambda: self.store.record_pending(sightings))
+                    spool.relieved()
+                    return
+                except Unavailable:
+                    pass
+            if await self._try_append(lane, record, kind="pending"):
+                return
+            await asyncio.sleep(FULL_RETRY)
+
+    async def reply(self, lane: str, reply: Reply) -> None:
+        """A responder's reply: acted on now, or replayed after the outage (a reply to an
+        outage notice names the alert id the alert gets when it is created)."""
+        replies = self.replies
+        if replies is None:
+            return
+        spool = self.spool
+        if spool is None:
+            await write_durably(self.metrics, lane, lambda: replies.handle_reply(reply))
+            return
+        if not spool.active:
+            try:
+                await self.attempt(lane, lambda: replies.handle_reply(reply))
+                return
+            except Unavailable:
+                pass
+        await self._append(lane, rec.SpooledReply(reply), kind="reply")
+
+    async def record_notice(self, notice: OutageNotice) -> None:
+        """Keep what the outage dispatcher sent, after the event it belongs to."""
+        durable = self._event_durable.pop(notice.event_key, None)
+        if durable is not None:
+            await durable.wait()
+        if self.spool is not None:
+            await self._append("outage", rec.SpooledNotice(notice), kind="notice")
+
+    async def _append(self, lane: str, record: rec.Record, *, kind: str) -> None:
+        """Append a record the spool never refuses for space (events and what belongs to
+        them)."""
+        appended = await self._try_append(lane, record, kind=kind)
+        assert appended, "events are never refused for space"
+
+    async def _try_append(self, lane: str, record: rec.Record, *, kind: str) -> bool:
+        """Append; False when the spool is full (readings, pending). Retried while the disk
+        fails — the caller's source stays unacked meanwhile, so nothing is lost."""
+        spool = self.spool
+        assert spool is not None
+        delay = FULL_RETRY
+        while True:
+            try:
+                if await spool.append(record):
+                    self.metrics.spooled.labels(kind=kind).inc()
+                    return True
+                self.metrics.spool_refused.labels(kind=kind).inc()
+                return False
+            except OSError as exc:
+                self.metrics.spool_errors.inc()
+                log.error(
+                    "%s lane: cannot write the spool (%s); retrying in %.1fs", lane, exc, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, DISK_RETRY_MAX)
+
+    # -- the drain ----------------------------------------------------------------------------
+    async def run_drain(self) -> None:
+        """Replay the spool into the database whenever it holds records and the database
+        answers. Runs for the gateway's lifetime."""
+        spool = self.spool
+        if spool is None:
+            await asyncio.Event().wait()  # nothing to do, ever
+            return
+        delay = DRAIN_RETRY_FIRST
+        while True:
+            await spool.nonempty.wait()
+            try:
+                await self.store.ping()
+                await self.drain_once()
+                delay = DRAIN_RETRY_FIRST
+            except StoreError as exc:
+                log.info("spool drain waits for the database: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, DRAIN_RETRY_MAX)
+
+    async def drain_once(self) -> int:
+        """Replay segments until the spool is empty; returns the records applied. Raises
+        StoreError when the database goes away again (the drain resumes at that record)."""
+        spool = self.spool
+        assert spool is not None
+        applied = 0
+        while (item := await spool.next_segment()) is not None:
+            segment, bodies = item
+            for body in bodies[spool.applied_in_oldest :]:
+                await self._apply(body, segment.path)
+                spool.applied()
+                applied += 1
+            await spool.remove(segment)
+        return applied
+
+    async def _apply(self, body: bytes, where: Path) -> None:
+        try:
+            record = rec.loads(body)
+        except rec.SpoolFormatError as exc:
+            self._set_aside(body, where, str(exc))
+            return
+        try:
+            kind = await self._replay(record)
+        except StoreError:
+            raise
+        except Exception as exc:  # logged with traceback, counted, and the record kept
+            # One record the store refuses for its content (a bug, not an outage) must not
+            # wedge the drain and with it all ingest: it is set aside on disk, loudly.
+            log.exception("spool record from %s could not be replayed", where)
+            self._set_aside(body, where, f"{type(exc).__name__}: {exc}")
+            return
+        self.metrics.drained.labels(kind=kind).inc()
+
+    async def _replay(self, record: rec.Record) -> str:
+        if isinstance(record, rec.SpooledEvent):
+            await self._replay_event(record)
+            return "event"
+        if isinstance(record, rec.SpooledReadings):
+            result = await self._store_readings(record)
+            if result is not None:
+                self.metrics.readings_stored.inc(result.readings_new)
+            return "readings"
+        if isinstance(record, rec.SpooledPending):
+            await self.store.record_pending(record.sightings)
+            return "pending"
+        if isinstance(record, rec.SpooledReply):
+            if self.replies is not None:
+                await self.replies.handle_reply(record.reply)
+            return "reply"
+        # A notice was applied with its event (the dispatcher keeps it in memory, and loads
+        # it from the spool after a restart); once its own record is drained it is done.
+        if self.outage is not None:
+            self.outage.forget(record.notice.event_key)
+        return "notice"
+
+    async def _replay_event(self, record: rec.SpooledEvent) -> None:
+        event = record.event
+        if not record.checked and not await self.registry.is_known(event.device_id):
+            sighting = PendingSighting(
+                event.device_id, event.ts, "event", event.payload, event.type
+            )
+            await self.store.record_pending([sighting])
+            return
+        new = await self.store.store_event(event)
+        notice = None
+        key = event.dedup_key
+        if self.outage is not None and key is not None:
+            notice = await self.outage.wait_for(key)
+        await self.bus.deliver(event, duplicate=not new, notice=notice)
+        if new:
+            self.metrics.stored.labels(kind="event").inc()
+            try:
+                await self.store.record_health([health_of(event)])
+            except StoreError as exc:  # refreshed by the next message; the event is safe
+                log.warning("device health of %s not updated: %s", event.device_id, exc)
+
+    async def _store_readings(self, record: rec.SpooledReadings) -> BatchResult | None:
+        """Readings and health in one transaction, messages of devices not checked yet
+        sorted into stored or pending, then the readings hook."""
+        readings = list(record.readings)
+        health = {h.device_id: h for h in record.health}
+        pending: list[PendingSighting] = []
+        for message in record.unchecked:
+            if not await self.registry.is_known(message.device_id):
+                pending.append(PendingSighting(message.device_id, message.ts, _kind(message), "{}"))
+                continue
+            if isinstance(message, Telemetry):
+                readings.extend(message.readings)
+            seen = health_of(message)
+            before = health.get(seen.device_id)
+            health[seen.device_id] = seen if before is None else merge(before, seen)
+        result = None
+        if readings or health:
+            result = await self.store.store_batch(readings, list(health.values()))
+            if self.on_readings is not None and readings:
+                await self.on_readings(readings)
+        if pending:
+            await self.store.record_pending(pending)
+        return result
+
+    def _set_aside(self, body: bytes, where: Path, why: str) -> None:
+        self.metrics.spool_set_aside.inc()
+        log.error("spool record from %s set aside (%s); kept in %s.rejected", where, why, where)
+        try:
+            with open(f"{where}.rejected", "ab") as out:
+                out.write(body + b"\n")
+        except OSError as exc:
+            log.error("could not keep the set-aside record: %s", exc)
+
+
+def with_dedup_key(event: Event) -> Event:
+    """An event without id or seq gets an id, so that its replay is stored once."""
+    if event.dedup_key is not None:
+        return event
+    return dataclasses.replace(event, event_id=f"spool-{uuid.uuid4().hex}")
+
+
+def _kind(message: Telemetry | Status) -> str:
+    return "telemetry" if isinstance(message, Telemetry) else "status"
+
+
+def spool_path(directory: str | None, database_url: str, client_id: str) -> Path:
+    """Where the spool lives: ``[spool] dir`` when set; else beside a SQLite file; else a
+    per-database folder under the user's state directory."""
+    if directory:
+        return Path(directory)
+    if database_url.startswith("sqlite:///"):
+        return Path(database_url.removeprefix("sqlite:///") + ".spool")
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    digest = hashlib.sha256(database_url.encode()).hexdigest()[:12]
+    return Path(state) / "scgw" / "spool" / f"{client_id}-{digest}"
