@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -53,7 +54,10 @@ class Dispatcher:
         public_url: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_step: Callable[[StepReport, float], None] | None = None,
+        urgent: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
     ) -> None:
+        # Held while steps are claimed and sent: the gateway makes bulk telemetry wait.
+        self._urgent = urgent
         self.store = store
         self.settings = settings
         self.directory = directory
@@ -82,14 +86,15 @@ class Dispatcher:
     async def run_due(self) -> list[StepReport]:
         """Claim what is due and run those steps concurrently (a slow channel for one alert
         does not hold up another alert's first notification)."""
-        claimed = await self.store.claim_due(
-            self.clock(), lease=self.settings.claim_lease, limit=CLAIM_BATCH
-        )
-        if not claimed:
-            return []
-        async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(self.run_step(due)) for due in claimed]
-        return [t.result() for t in tasks]
+        with self._urgent():
+            claimed = await self.store.claim_due(
+                self.clock(), lease=self.settings.claim_lease, limit=CLAIM_BATCH
+            )
+            if not claimed:
+                return []
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(self.run_step(due)) for due in claimed]
+            return [t.result() for t in tasks]
 
     async def run_step(self, due: DueStep) -> StepReport:
         started = time.monotonic()

@@ -16,6 +16,9 @@ class RejectReason(StrEnum):
     UNKNOWN_DEVICE = "unknown_device"
     RATE_LIMITED = "rate_limited"
     ID_MISMATCH = "id_mismatch"
+    # The gateway itself failed on this message several times (a bug): set aside, loudly,
+    # so that one message cannot hold every later one on its lane.
+    POISON = "poison"
 
 
 class Rejected(Exception):

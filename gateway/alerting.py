@@ -25,6 +25,7 @@ from devices.models import Reading
 from gateway.config import Settings
 from gateway.http.accept_routes import accept_router
 from gateway.metrics import Metrics
+from gateway.priority import UrgentGate
 from gateway.storage.base import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class Alerting:
         # Both backends implement the alert half of the store too (gateway/storage/_alerts).
         self.store = cast(EngineStore, store)
         self.directory = Directory()
+        self.urgent = UrgentGate()  # the event path's priority over bulk telemetry
         self.publisher = MqttPublisher(
             mqtt.url, client_id=f"{mqtt.client_id}-out", name="out", protocol=mqtt.protocol
         )
@@ -83,6 +85,7 @@ class Alerting:
             notifier=self.notifier,
             public_url=public_url,
             on_step=self._count_step,
+            urgent=self.urgent.urgent,
         )
         self.engine = AlertEngine(
             store=self.store,

@@ -247,6 +247,7 @@ class Gateway:
             bus=self.bus,
             replies=self.alerting.engine,
             durable=self.durable,
+            gate=self.alerting.urgent,
         )
         self.parts.telemetry = TelemetryIngest(
             lane=telemetry_lane,
@@ -260,7 +261,10 @@ class Gateway:
             limiter=self.limiter,
             on_readings=self.alerting.on_readings,
             durable=self.durable,
+            gate=self.alerting.urgent,
         )
+        # While a press is stored, raised and sent, the telemetry socket is not read.
+        self.alerting.urgent.on_change(telemetry_lane.hold)
         self._supervised(tg, "event-ingest", self.parts.events.run)
         self._supervised(tg, "telemetry-ingest", self.parts.telemetry.run)
         sources = self.parts.sources = Sources(

@@ -17,9 +17,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests import fault_matrix
 from tests.harness.mosquitto import MosquittoServer
 from tests.harness.postgres import PostgresServer, remove_template_clusters
 from tests.harness.process import HarnessError
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The fault matrix plugin (@pytest.mark.fault → docs/reliability.md's table)."""
+    fault_matrix.register(config)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -56,3 +56,47 @@ class RejectionLog:
             log.warning("rejected %s on %s: %s", reason, topic[:128], rejection.detail)
         elif count == self._per_minute + 1:
             log.warning("rejected %s: more this minute, counting only", reason)
+
+
+class PoisonGuard:
+    """Decides what happens to a message whose consumer failed on it (a bug, not a passing
+    fault: the database being away is retried or spooled inside the task and never gets here).
+
+    - First failures: the message goes back to the front of its lane and the task is restarted
+      by its supervisor (with backoff) — a transient bug costs nothing.
+    - After ``limit`` failures it is *skipped*: left unacked, so the broker keeps it and sends
+      it again after the lane reconnects (``MqttLane.skip``), while every later message flows.
+      If everything fails (a systemic fault) everything is skipped and kept: nothing is lost,
+      and the crash loop shows on /readyz and in the metrics.
+    - Only a message that failed ``limit`` times again after a redelivery, while other messages
+      were handled fine in between, is poison for sure: it is set aside for good (acked),
+      logged with its payload and counted as ``rejected{reason="poison"}``.
+    """
+
+    def __init__(self, limit: int = 3, remember: int = 10_000) -> None:
+        self._limit = limit
+        self._remember = remember
+        self._failures: dict[tuple[str, int], tuple[int, int]] = {}  # key → (count, ok_at_skip)
+        self.handled = 0  # messages handled without failure (the "others flow" evidence)
+
+    @staticmethod
+    def key(topic: str, payload: bytes) -> tuple[str, int]:
+        return (topic, hash(payload))  # stable across redeliveries, unlike the packet id
+
+    def failed(self, key: tuple[str, int]) -> str:
+        """Record one failure: ``"retry"``, ``"skip"`` or ``"poison"``."""
+        count, ok_at_skip = self._failures.get(key, (0, -1))
+        count += 1
+        if len(self._failures) >= self._remember:
+            self._failures.clear()  # bounded: forgetting only costs a few extra retries
+        if count < self._limit:
+            self._failures[key] = (count, ok_at_skip)
+            return "retry"
+        if ok_at_skip < 0:
+            self._failures[key] = (count, self.handled)
+            return "skip"
+        if count >= 2 * self._limit and self.handled > ok_at_skip:
+            self._failures.pop(key, None)
+            return "poison"
+        self._failures[key] = (count, ok_at_skip)
+        return "skip" if count % self._limit == 0 else "retry"

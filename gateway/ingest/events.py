@@ -6,6 +6,8 @@ behind a telemetry batch.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from typing import Protocol
@@ -17,9 +19,10 @@ from devices.models import Event, PendingSighting
 from devices.mqtt_json import Kind, decode, parse_topic
 from devices.registry import RegistryCache
 from gateway.ingest.bus import EventBus
-from gateway.ingest.common import RejectionLog
+from gateway.ingest.common import PoisonGuard, RejectionLog
 from gateway.metrics import Metrics
 from gateway.mqtt.lane import Inbound, MqttLane
+from gateway.priority import UrgentGate
 from gateway.spool.durable import Durability
 from gateway.storage.base import Store, StoreError
 
@@ -46,7 +49,10 @@ class EventIngest:
         bus: EventBus,
         replies: ReplyHandler | None = None,
         durable: Durability | None = None,
+        gate: UrgentGate | None = None,
     ) -> None:
+        self._gate = gate
+        self._poison = PoisonGuard()
         self._lane = lane
         self._store = store
         self._registry = registry
@@ -70,7 +76,35 @@ class EventIngest:
         while True:
             message = await self._lane.get()
             self._metrics.queue_depth.labels(lane=LANE).set(self._lane.depth)
-            await self.handle(message)
+            try:
+                # Telemetry steps aside until this is stored and raised.
+                with self._gate.urgent() if self._gate else contextlib.nullcontext():
+                    await self.handle(message)
+            except asyncio.CancelledError:
+                self._lane.put_back([message])  # shutdown: unless acked, kept for next start
+                raise
+            except Exception:
+                # A bug (see PoisonGuard): retried first in line by the restarted task; if it
+                # keeps failing it is held back unacked (the broker resends it after a
+                # reconnect) so the presses behind it still flow; set aside only once proven.
+                verdict = self._poison.failed(PoisonGuard.key(message.topic, message.payload))
+                if verdict == "retry":
+                    self._lane.put_back([message])
+                    raise
+                if verdict == "skip":
+                    log.exception(
+                        "event on %s keeps failing; kept unacked for a redelivery",
+                        message.topic[:128],
+                    )
+                    self._lane.skip([message])
+                    continue
+                log.exception(
+                    "set aside poison message on %s: %r", message.topic[:128], message.payload[:200]
+                )
+                self._reject(message.topic, Rejected(RejectReason.POISON, "handler failed"))
+                self._ack(message)
+            else:
+                self._poison.handled += 1
 
     async def handle(self, message: Inbound) -> None:
         self._metrics.received.labels(lane=LANE).inc()

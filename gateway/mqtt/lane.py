@@ -41,6 +41,7 @@ T = TypeVar("T")
 
 CONNECT_TIMEOUT = 10.0
 STOP_TIMEOUT = 2.0
+REDELIVER_AFTER = 5.0  # skipped messages come back after a reconnect this long after a skip
 BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 10.0
 # Receive buffer bound for 3.1.1 brokers (v5 has Receive Maximum): stop reading the socket
@@ -95,12 +96,18 @@ class _Connection(asyncio.Protocol):
         self.suback: asyncio.Future[wire.SubAck] = loop.create_future()
         self.closed: asyncio.Future[str] = loop.create_future()
         self.last_received = time.monotonic()
-        self.paused = False
+        self.full = False  # the consumer is HIGH_WATER messages behind
+        # Packet ids received and not yet acked on this connection: an id is acked at most
+        # once, and only what is still unacked can be put back for another try.
+        self.unacked: set[int] = set()
+        self.held = lane.held  # urgent work elsewhere asked this lane to stop reading
+        self._reading = True
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.apply_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -135,6 +142,8 @@ class _Connection(asyncio.Protocol):
                 kind = first >> 4
                 if kind == wire.PacketType.PUBLISH:
                     packet = wire.parse_publish(first, buf, start, end, v5=v5)
+                    if packet.qos:
+                        self.unacked.add(packet.packet_id)
                     items.append(
                         Inbound(
                             # Decoded leniently: a topic that is not UTF-8 becomes a counted
@@ -162,9 +171,9 @@ class _Connection(asyncio.Protocol):
         del buf[:offset]
         if woke:
             lane.wake()
-            if len(items) >= HIGH_WATER and self.transport is not None and not self.paused:
-                self.paused = True
-                self.transport.pause_reading()
+            if len(items) >= HIGH_WATER and not self.full:
+                self.full = True
+                self.apply_reading()
 
     def _control(self, kind: int, first: int, body: bytes) -> None:
         v5 = self._lane.v5
@@ -207,9 +216,21 @@ class _Connection(asyncio.Protocol):
             self.send(data)
 
     def resume_if_drained(self, depth: int) -> None:
-        if self.paused and depth <= LOW_WATER and self.transport is not None:
-            self.paused = False
-            self.transport.resume_reading()
+        if self.full and depth <= LOW_WATER:
+            self.full = False
+            self.apply_reading()
+
+    def apply_reading(self) -> None:
+        """Read the socket unless the consumer is far behind or the lane is held."""
+        want = not (self.full or self.held)
+        transport = self.transport
+        if want == self._reading or transport is None or transport.is_closing():
+            return
+        self._reading = want
+        if want:
+            transport.resume_reading()
+        else:
+            transport.pause_reading()
 
 
 class MqttLane:
@@ -246,6 +267,9 @@ class MqttLane:
         self.last_error: str | None = None
         self.connects = 0
         self._stopping = False
+        self.held = False
+        self._redeliver: asyncio.TimerHandle | None = None
+        self.skipped = 0
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -257,6 +281,9 @@ class MqttLane:
     async def stop(self) -> None:
         task, self._task = self._task, None
         self._stopping = True
+        if self._redeliver is not None:
+            self._redeliver.cancel()
+            self._redeliver = None
         conn = self._conn
         if conn is not None and conn.transport is not None:
             # Acks queued for this loop iteration go first; a normal DISCONNECT then keeps
@@ -314,18 +341,67 @@ class MqttLane:
     def wake(self) -> None:
         self._wake.set()
 
+    def put_back(self, messages: list[Inbound]) -> int:
+        """Return taken, unacked messages to the front of the queue, in order, after their
+        consumer failed (its supervisor restarts it). Without this they would wait for the
+        next reconnect — and hold Receive Maximum slots until then. Returns how many."""
+        conn = self._conn
+        keep = [
+            m
+            for m in messages
+            if m.qos == 0
+            or (conn is not None and m.generation == self._generation and m.mid in conn.unacked)
+        ]
+        self.items.extendleft(reversed(keep))
+        if keep:
+            self._wake.set()
+        return len(keep)
+
+    def skip(self, messages: list[Inbound]) -> None:
+        """Leave messages unacked for now (their consumer keeps failing on them) and reconnect
+        soon: the broker keeps them and sends them again on the new connection."""
+        self.skipped += len(messages)
+        if self._redeliver is None:
+            loop = asyncio.get_running_loop()
+            self._redeliver = loop.call_later(REDELIVER_AFTER, self._reconnect_to_redeliver)
+
+    def _reconnect_to_redeliver(self) -> None:
+        self._redeliver = None
+        conn = self._conn
+        if conn is None or conn.transport is None:
+            return  # already reconnecting: the redelivery happens anyway
+        log.warning("mqtt lane %s: reconnecting so the broker resends skipped messages", self.name)
+        conn.flush_acks()
+        conn.send(wire.encode_disconnect())
+        conn.transport.close()
+
+    def hold(self, held: bool) -> None:
+        """Stop (True) or resume (False) reading the socket; the broker keeps what is not
+        read. Used to keep bulk telemetry out of the event loop while a press is handled."""
+        self.held = held
+        conn = self._conn
+        if conn is not None:
+            conn.held = held
+            conn.apply_reading()
+
     def _resume(self) -> None:
         conn = self._conn
-        if conn is not None and conn.paused:
+        if conn is not None and conn.full:
             conn.resume_if_drained(len(self.items))
 
     def ack(self, message: Inbound) -> bool:
         """PUBACK one stored message. False when its connection is gone (the broker will
-        redeliver it, and the store absorbs the duplicate)."""
+        redeliver it, and the store absorbs the duplicate) or it was acked already."""
         if message.qos == 0:
             return True
         conn = self._conn
-        if conn is None or message.generation != self._generation or not self._connected:
+        # Not "connected" (subscribed) is fine: a resumed session's messages arrive between
+        # CONNACK and SUBACK, on this very connection.
+        if conn is None or message.generation != self._generation:
+            return False
+        try:
+            conn.unacked.remove(message.mid)
+        except KeyError:
             return False
         conn.queue_ack(message.mid)
         return True

@@ -40,6 +40,10 @@ def gateway_process(
         proc.kill()
 
 
+@pytest.mark.fault(
+    "Gateway SIGKILLed between two escalation steps",
+    checks="after restart the next step runs once: none lost, none doubled",
+)
 async def test_sigkill_between_steps_neither_loses_nor_doubles_the_escalation(
     mosquitto: MosquittoServer, db_url: str, phones: Receiver, gateway_process: GatewayProcess
 ) -> None:

@@ -183,6 +183,10 @@ class Fallback:
         return Delivery(True, spec)
 
 
+@pytest.mark.fault(
+    "Broker down while notifying the responder app",
+    checks="the channel fails within its timeout and falls back to the next channel",
+)
 async def test_broker_down_fails_within_timeout_and_falls_back(
     mosquitto: MosquittoServer, publisher: MqttPublisher
 ) -> None:
@@ -214,6 +218,10 @@ async def test_never_reachable_broker() -> None:
         await pub.stop()
 
 
+@pytest.mark.fault(
+    "Broker restarted under the notification publisher",
+    checks="the publisher reconnects and delivers again",
+)
 async def test_publisher_reconnects(
     mosquitto: MosquittoServer, app: Subscriber, publisher: MqttPublisher
 ) -> None:

@@ -91,6 +91,10 @@ async def start(
     return gw
 
 
+@pytest.mark.fault(
+    "Serial line noise: garbage, bad CRC, split frames, duplicates",
+    checks="resynchronised on AA 55, skips counted, one row per frame, 81 acks",
+)
 async def test_frames_byte_by_byte_garbage_bad_crc_duplicates_and_acks(
     mosquitto: MosquittoServer,
     db_url: str,
@@ -186,6 +190,11 @@ async def test_frames_byte_by_byte_garbage_bad_crc_duplicates_and_acks(
     assert all(t.restarts == 0 for t in gw.gateway.tasks.values())
 
 
+@pytest.mark.fault(
+    "Serial USB dongle unplugged, then plugged back",
+    checks="port reopened with backoff (reopens counted), /readyz stays ready with serial "
+    "degraded, MQTT presses stored meanwhile, frames acked after replug",
+)
 async def test_port_disappears_and_comes_back(
     mosquitto: MosquittoServer,
     db_url: str,
@@ -239,6 +248,10 @@ async def test_port_disappears_and_comes_back(
     assert (await gw.gateway.readiness())["serial"]["degraded"] is False
 
 
+@pytest.mark.fault(
+    "socket:// serial server stops and restarts",
+    checks="the reader reconnects and frames flow again",
+)
 async def test_socket_serial_server_stops_and_restarts(
     mosquitto: MosquittoServer, db_url: str, start_gateway: Any, lines: list[Any]
 ) -> None:

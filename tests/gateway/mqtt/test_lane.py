@@ -220,3 +220,82 @@ async def test_refused_connection_is_reported() -> None:
         await lane.stop()
         server.close()
         await server.wait_closed()
+
+
+async def test_put_back_returns_only_unacked_messages_in_order(
+    started: MqttLane, mosquitto: MosquittoServer
+) -> None:
+    lane = started
+    publisher = Publisher(mosquitto.url)
+    try:
+        for i in range(10):
+            publisher.raw(TOPIC.format("d1"), str(i).encode())
+        await publisher.flushed()
+        got = await receive(lane, 10)
+        for message in got[:4]:
+            assert lane.ack(message)
+        assert lane.ack(got[0]) is False  # an id is acked at most once
+        # The consumer failed: everything goes back, but only 4–9 were still unacked.
+        assert lane.put_back(got) == 6
+        again = await receive(lane, 6)
+        assert [int(m.payload) for m in again] == list(range(4, 10))
+        assert all(lane.ack(m) for m in again)
+        await nothing_more(lane, publisher)
+    finally:
+        publisher.close()
+
+
+async def test_skipped_messages_come_back_after_a_reconnect(
+    started: MqttLane, mosquitto: MosquittoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.mqtt.lane.REDELIVER_AFTER", 0.2)
+    lane = started
+    publisher = Publisher(mosquitto.url)
+    try:
+        publisher.raw(TOPIC.format("d1"), b"troublesome")
+        publisher.raw(TOPIC.format("d1"), b"fine")
+        await publisher.flushed()
+        trouble, fine = await receive(lane, 2)
+        lane.skip([trouble])  # its consumer keeps failing: held back, not acked
+        assert lane.ack(fine)
+        [again] = await receive(lane, 1)
+        assert again.payload == b"troublesome"
+        assert again.dup
+        assert lane.skipped == 1
+        assert lane.ack(again)
+        await nothing_more(lane, publisher)
+    finally:
+        publisher.close()
+
+
+async def test_a_held_lane_reads_nothing_until_released(mosquitto: MosquittoServer) -> None:
+    """While a press is handled the telemetry lane stops reading; the broker keeps the rest."""
+    telemetry = make_lane(mosquitto.url, client_id="held-telemetry")
+    events = MqttLane(
+        name="event",
+        url=mosquitto.url,
+        client_id="held-events",
+        subscriptions=["scgw/+/event"],
+        receive_maximum=10,
+        session_expiry=600,
+    )
+    await telemetry.start()
+    await events.start()
+    publisher = Publisher(mosquitto.url)
+    try:
+        await wait_for(lambda: telemetry.connected and events.connected, timeout=10, message="up")
+        telemetry.hold(True)
+        for i in range(50):
+            publisher.raw(TOPIC.format("d1"), str(i).encode())
+        publisher.raw("scgw/btn-1/event", b"press")  # published after the telemetry
+        await publisher.flushed()
+        [press] = await receive(events, 1)
+        assert press.payload == b"press"
+        assert telemetry.depth == 0  # nothing read while held
+        telemetry.hold(False)
+        got = await receive(telemetry, 50, ack=True)
+        assert [int(m.payload) for m in got] == list(range(50))
+    finally:
+        publisher.close()
+        await telemetry.stop()
+        await events.stop()
