@@ -154,12 +154,16 @@ class Dispatcher:
         directory = self.directory
         resident = directory.resident(alert.resident_id)
         device = directory.device(alert.device_id)
-        timeline = await self.store.timeline(alert.id)
-        declined = frozenset(
-            e.actor.split(":", 1)[1]
-            for e in timeline
-            if e.action == "declined" and e.actor.startswith("responder:")
-        )
+        declined: frozenset[str] = frozenset()
+        if alert.step_index > 0 or step.targets == ("role:duty",):
+            # Nobody can have declined before the first step went out: one round trip less
+            # on the path to the first notification.
+            timeline = await self.store.timeline(alert.id)
+            declined = frozenset(
+                e.actor.split(":", 1)[1]
+                for e in timeline
+                if e.action == "declined" and e.actor.startswith("responder:")
+            )
         resolver = Resolver(
             directory.responders,
             local_time=local_time,

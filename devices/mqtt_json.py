@@ -185,7 +185,57 @@ def _decode_event(device_id: str, data: dict[str, Any], raw: bytes, received_at:
     )
 
 
+_METRIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+def _fast_telemetry(
+    device_id: str, data: dict[str, Any], received_at: datetime
+) -> Telemetry | None:
+    """The common telemetry shape checked by hand (~4x faster than the model at 15k msg/s):
+    ``ts`` an ISO-8601 string with a ``T`` or absent, ``seq`` an int or absent, ``metrics``
+    names → floats. Anything else returns None and goes through ``_TelemetryIn``, which
+    decides and explains; a test checks both paths agree."""
+    metrics = data.get("metrics")
+    if type(metrics) is not dict or not 0 < len(metrics) <= MAX_METRICS:
+        return None
+    seq = data.get("seq")
+    if seq is not None and (type(seq) is not int or not 0 <= seq <= 2**63 - 1):
+        return None
+    raw_ts = data.get("ts")
+    ts: datetime | None = None
+    if raw_ts is not None:
+        if type(raw_ts) is not str or len(raw_ts) < 19 or raw_ts[10] != "T":
+            return None
+        try:
+            ts = datetime.fromisoformat(raw_ts)
+        except ValueError:
+            return None
+    for name, value in metrics.items():
+        if (
+            type(value) is not float
+            or not math.isfinite(value)
+            or not 0 < len(name) <= METRIC_NAME_MAX
+            or not _METRIC_CHARS.issuperset(name)
+        ):
+            return None
+    at, _ = _device_time(ts, received_at)
+    return Telemetry(
+        device_id=device_id,
+        ts=at,
+        received_at=received_at,
+        readings=tuple(Reading(device_id, name, at, value) for name, value in metrics.items()),
+        seq=seq,
+    )
+
+
 def _decode_telemetry(device_id: str, data: dict[str, Any], received_at: datetime) -> Telemetry:
+    fast = _fast_telemetry(device_id, data, received_at)
+    if fast is not None:
+        return fast
+    return _model_telemetry(device_id, data, received_at)
+
+
+def _model_telemetry(device_id: str, data: dict[str, Any], received_at: datetime) -> Telemetry:
     msg = _TelemetryIn.model_validate(data)
     ts, _ = _device_time(msg.ts, received_at)
     readings = tuple(

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from devices.codec import Rejected, RejectReason
-from devices.health import health_of, merge
+from devices.health import HealthThrottle, health_of, merge
 from devices.models import DeviceHealth, Event, PendingSighting, Reading, Status, Telemetry
 from devices.mqtt_json import Kind, decode, parse_topic
 from devices.registry import RegistryCache
@@ -78,6 +78,7 @@ class TelemetryIngest:
         self._reject = RejectionLog(metrics, LANE)
         self._gate = gate
         self._poison = PoisonGuard()
+        self._health = HealthThrottle()
 
     async def run(self) -> None:
         while True:
@@ -160,10 +161,12 @@ class TelemetryIngest:
 
         if gate is not None:
             await gate.step_aside()
-        if readings or health or unchecked:
+        due = self._health.select(health.values())
+        if readings or due or unchecked:
             # Committed (thresholds checked after), or spooled while the database is away;
             # waits, unacked, while the spool is full.
-            result = await self._durable.readings(LANE, readings, list(health.values()), unchecked)
+            result = await self._durable.readings(LANE, readings, due, unchecked)
+            self._health.written(due)
             if result is not None:
                 self._metrics.readings_stored.inc(result.readings_new)
                 if result.readings_duplicate:

@@ -15,7 +15,9 @@ import asyncio
 import logging
 import math
 import re
+import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -53,6 +55,7 @@ PARTITION_LOCK_TIMEOUT: Final = "2s"
 # five minutes): after a long outage the next attempt could be a minute away although the
 # database is back. Giving up early lets the next waiting write start a fresh attempt at once.
 RECONNECT_GIVE_UP_S: Final = 2.0
+CHECK_IDLE_AFTER_S: Final = 2.0  # a pooled connection unused this long is checked before use
 
 # Per-connection staging table for COPY; rows vanish at commit, the table stays (no catalog
 # churn per batch, unlike CREATE TEMP TABLE … ON COMMIT DROP).
@@ -214,7 +217,7 @@ class PostgresStore(PostgresAlerts, PostgresUsers, PostgresAudit):
     backend = "postgres"
 
     def __init__(
-        self, url: str, *, min_size: int = 1, max_size: int = 4, timeout: float = 10.0
+        self, url: str, *, min_size: int = 1, max_size: int = 8, timeout: float = 10.0
     ) -> None:
         """``timeout``: seconds to wait for a connection (open, or from a busy/broken pool)
         before raising ``StoreError``."""
@@ -224,6 +227,7 @@ class PostgresStore(PostgresAlerts, PostgresUsers, PostgresAudit):
         self._timeout = timeout
         self._where = _where(url)
         self._pool: AsyncConnectionPool[Conn] | None = None
+        self._returned: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
         self._native = True  # native partitions (False: TimescaleDB hypertables)
         self._partitions: set[tuple[str, Month]] = set()
         self._partition_lock = asyncio.Lock()
@@ -241,6 +245,14 @@ class PostgresStore(PostgresAlerts, PostgresUsers, PostgresAudit):
 
     def _unavailable(self, exc: BaseException) -> StoreError:
         return StoreError(f"PostgreSQL {self._where} unavailable: {exc}")
+
+    async def _check_if_idle(self, conn: Conn) -> None:
+        returned = self._returned.get(conn)
+        if returned is None or time.monotonic() - returned > CHECK_IDLE_AFTER_S:
+            await AsyncConnectionPool.check_connection(conn)
+
+    async def _note_returned(self, conn: Conn) -> None:
+        self._returned[conn] = time.monotonic()
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Conn]:
@@ -293,9 +305,12 @@ class PostgresStore(PostgresAlerts, PostgresUsers, PostgresAudit):
             open=False,
             kwargs={"autocommit": True},
             configure=_configure,
-            # Verify a connection on checkout: after a database restart the first write gets
-            # a fresh connection instead of failing on a dead one.
-            check=AsyncConnectionPool.check_connection,
+            # Verify a connection on checkout if it sat idle: after a database restart the
+            # first write gets a fresh connection instead of failing on a dead one. Not on
+            # every checkout: that is one more round trip for every statement, and the press
+            # path makes several (a busy connection that died fails once and is retried).
+            check=self._check_if_idle,
+            reset=self._note_returned,
             timeout=self._timeout,
             reconnect_timeout=RECONNECT_GIVE_UP_S,
             name="scgw-store",

@@ -9,7 +9,9 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
+from devices import mqtt_json
 from devices.codec import Rejected, RejectReason
 from devices.models import DeviceState, Event, EventType, Status, Telemetry
 from devices.mqtt_json import Kind, Topic, decode, parse_topic
@@ -258,3 +260,82 @@ def test_any_other_claimed_id_is_a_mismatch(kind: Kind, claimed: object, key: st
     with pytest.raises(Rejected) as info:
         _decode(kind, orjson.dumps(body), device="btn-1")
     assert info.value.reason is RejectReason.ID_MISMATCH
+
+
+# -- the hand-checked telemetry fast path agrees with the model ------------------------------
+_NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+_names = st.one_of(
+    st.text("abcXYZ_09", min_size=1, max_size=33),
+    st.text(min_size=0, max_size=5),  # unicode, empty, odd characters
+)
+_values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-5, 5),
+    st.booleans(),
+    st.text(max_size=3),
+    st.none(),
+)
+_stamps = st.one_of(
+    st.none(),
+    st.datetimes(
+        min_value=datetime(2025, 1, 1), max_value=datetime(2027, 12, 31), timezones=st.none()
+    ).map(lambda d: d.isoformat()),
+    st.datetimes(
+        min_value=datetime(2025, 1, 1),
+        max_value=datetime(2027, 12, 31),
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=8)), timezone(-timedelta(hours=5))]
+        ),
+    ).map(lambda d: d.isoformat().replace("+00:00", "Z")),
+    st.text(max_size=30),
+    st.integers(0, 2_000_000_000),
+    st.floats(),
+)
+
+
+@given(
+    st.dictionaries(_names, _values, min_size=0, max_size=4),
+    _stamps,
+    st.one_of(st.none(), st.integers(-3, 2**64), st.booleans(), st.floats()),
+)
+def test_fast_telemetry_path_agrees_with_the_model(
+    metrics: dict[str, object], ts: object, seq: object
+) -> None:
+    data: dict[str, object] = {"metrics": metrics}
+    if ts is not None:
+        data["ts"] = ts
+    if seq is not None:
+        data["seq"] = seq
+    fast = mqtt_json._fast_telemetry("dev-1", data, _NOW)
+    if fast is None:
+        return  # the model decides (and explains) these
+    assert fast == mqtt_json._model_telemetry("dev-1", data, _NOW)
+
+
+@given(
+    st.dictionaries(
+        st.text("abcdefXYZ_0123456789", min_size=1, max_size=32),
+        st.floats(allow_nan=False, allow_infinity=False),
+        min_size=1,
+        max_size=8,
+    ),
+    _stamps,
+    st.one_of(st.none(), st.integers(0, 2**63 - 1)),
+)
+def test_fast_path_takes_the_common_shape_and_agrees(
+    metrics: dict[str, float], ts: object, seq: int | None
+) -> None:
+    data: dict[str, object] = {"metrics": metrics, "seq": seq}
+    if ts is not None:
+        data["ts"] = ts
+    fast = mqtt_json._fast_telemetry("dev-1", data, _NOW)
+    if isinstance(ts, str) and len(ts) >= 19 and ts[10] == "T":
+        # An ISO string the model rejects is not taken by the fast path either.
+        try:
+            expected = mqtt_json._model_telemetry("dev-1", data, _NOW)
+        except ValidationError:
+            assert fast is None
+            return
+        assert fast == expected
+    elif ts is None:
+        assert fast == mqtt_json._model_telemetry("dev-1", data, _NOW)
