@@ -14,8 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 
-__all__ = ["UrgentGate"]
+__all__ = ["URGENT", "UrgentGate"]
+
+# True inside urgent work (and the tasks it starts): lets lower layers put that work first,
+# e.g. the SQLite worker thread's queue (gateway/storage/worker.py).
+URGENT: ContextVar[bool] = ContextVar("scgw_urgent", default=False)
 
 
 class UrgentGate:
@@ -38,6 +43,7 @@ class UrgentGate:
     def urgent(self) -> Iterator[None]:
         self._active += 1
         self.entered += 1
+        token = URGENT.set(True)
         if self._active == 1:
             self._clear.clear()
             for listener in self._listeners:
@@ -45,6 +51,7 @@ class UrgentGate:
         try:
             yield
         finally:
+            URGENT.reset(token)
             self._active -= 1
             if self._active == 0:
                 self._clear.set()

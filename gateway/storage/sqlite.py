@@ -16,7 +16,6 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +30,7 @@ from gateway.storage.alerts_sqlite import SqliteAlerts
 from gateway.storage.audit_sqlite import SqliteAudit
 from gateway.storage.base import BatchResult, PendingDevice, StoreError, UpsertResult
 from gateway.storage.users_sqlite import SqliteUsers
+from gateway.storage.worker import PriorityWorker
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class SqliteStore(SqliteAlerts, SqliteUsers, SqliteAudit):
         file before raising ``StoreError``."""
         self.path = path
         self._busy_timeout = busy_timeout
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: PriorityWorker | None = None
         self._conn: sqlite3.Connection | None = None  # touched only by the worker thread
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -210,7 +210,7 @@ class SqliteStore(SqliteAlerts, SqliteUsers, SqliteAudit):
     async def open(self) -> None:
         if self._executor is not None:
             return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scgw-sqlite")
+        self._executor = PriorityWorker("scgw-sqlite")
         try:
             await self._run_connect()
             await self.migrate()
