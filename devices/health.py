@@ -87,11 +87,7 @@ class HealthThrottle:
         due = []
         for h in health:
             last = self._written.get(h.device_id)
-            if (
-                last is None
-                or now - last[0] >= self._min_interval
-                or last[1] != self._signature(h)
-            ):
+            if last is None or now - last[0] >= self._min_interval or last[1] != self._signature(h):
                 due.append(h)
         return due
 

@@ -11,10 +11,13 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.storage.base import StoreError
+
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
 
 log = logging.getLogger("scgw")
 
@@ -53,6 +56,13 @@ def _run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, int]])
 
 
 # -- scgw run ------------------------------------------------------------------------------
+async def _calm_once_started(gateway: Gateway) -> None:
+    from gateway.runtime import calm_garbage_collector
+
+    await gateway.started.wait()
+    calm_garbage_collector()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway.runtime import Gateway
 
@@ -62,6 +72,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def main(stop: asyncio.Event) -> int:
         runner = asyncio.create_task(gateway.run())
         stopper = asyncio.create_task(stop.wait())
+        # The process is the gateway's alone here (not so in tests or the demo's helpers).
+        calm = asyncio.create_task(_calm_once_started(gateway))
         done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if stopper in done:
             log.info("stopping (signal)")
@@ -69,6 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             stopper.cancel()
         await runner
+        calm.cancel()
         return EXIT_OK
 
     return _run_until_signal(main)

@@ -205,7 +205,9 @@ class DatabaseSettings(_Section):
     url: str = Field(default="sqlite:///scgw.db", repr=False)
     url_file: Path | None = None
     password_file: Path | None = None
-    batch_max_rows: int = Field(default=5000, ge=1, le=100_000)
+    # 1,000 rows: a transaction short enough (a few ms) that a press's own writes never wait
+    # long behind one, yet ~15 commits/s at the 15k msg/s target (docs/benchmarks.md).
+    batch_max_rows: int = Field(default=1000, ge=1, le=100_000)
     batch_max_delay: Duration = 0.05
 
     @model_validator(mode="before")
@@ -333,6 +335,8 @@ class IngestSettings(_Section):
     # Per-device token bucket on telemetry/status: a flooding device is cut off, others not.
     device_rate: float = Field(default=20.0, gt=0)
     device_burst: int = Field(default=200, ge=1)
+    # A device flagged for flooding is unflagged after this long without a refused message.
+    device_flag_clear: Annotated[Duration, Field(gt=0)] = 600.0
     unknown_recheck: Duration = 10.0
 
 
@@ -372,9 +376,9 @@ class SpoolSettings(_Section):
     max_bytes: Size = Field(default=256 * 2**20, ge=4096)
     # Readings may fill this share of max_bytes; the rest is kept for events.
     readings_share: float = Field(default=0.9, gt=0, le=1)
-    # A write the database does not finish within this counts as failed (then it is
-    # retried once and spooled): a stopped server can otherwise hold a write for the pool's
-    # whole connect timeout.
+    # A write the database does not finish within this is spooled at once (a write that
+    # fails with an error is retried once first): a stopped server can otherwise hold a write
+    # for the pool's whole connect timeout.
     write_timeout: Duration = Field(default=2.0, gt=0)
 
 

@@ -163,6 +163,17 @@ class Metrics:
         self.spool_full = Gauge(
             "scgw_spool_full", "1 while the spool is full (readings refused)", registry=r
         )
+        # Flooding devices: no device label (thousands of ids); the API names them.
+        self.devices_rate_limited = Gauge(
+            "scgw_devices_rate_limited",
+            "Devices flagged for exceeding their telemetry rate limit (until quiet again)",
+            registry=r,
+        )
+        self.rate_limit_flags = Counter(
+            "scgw_rate_limit_flags",
+            "Times a device was newly flagged for exceeding its telemetry rate limit",
+            registry=r,
+        )
         for kind in ("event", "readings", "pending", "reply", "notice"):
             self.spooled.labels(kind=kind)
             self.drained.labels(kind=kind)

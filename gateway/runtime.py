@@ -7,8 +7,10 @@ reached), then the store (retried until it opens), then the lanes and their inge
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 STORE_RETRY_MAX = 10.0
 SLOW_STOP = 5.0
+DRAIN_TIMEOUT = 5.0  # seconds a graceful stop spends finishing what was received
 PING_TIMEOUT = 1.0  # below the HTTP handler's own limit, so /readyz names the failing part
 
 
@@ -45,6 +48,17 @@ class _Parts:
     events: EventIngest | None = None
     telemetry: TelemetryIngest | None = None
     sources: Sources | None = None  # serial lines, SIA DC-09, zigbee2mqtt
+
+
+def calm_garbage_collector() -> None:
+    """Once started: move everything startup built (imported modules, pydantic and FastAPI
+    models, …) out of the cyclic collector's reach, and run its young generation less often.
+    Measured under 12k msg/s: full collections scanned that heap for 30–96 ms each, every few
+    seconds, finding nothing (ingest objects die by reference counting) — they were the press
+    latency's p99. Cycles made later are still collected."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 50, 1000)
 
 
 class Gateway:
@@ -63,7 +77,10 @@ class Gateway:
         self.store: Store = open_store(settings.database.url)
         self.registry = RegistryCache(self.store, recheck=settings.ingest.unknown_recheck)
         self.limiter = DeviceRateLimiter(
-            rate=settings.ingest.device_rate, burst=settings.ingest.device_burst
+            rate=settings.ingest.device_rate,
+            burst=settings.ingest.device_burst,
+            clear_after=settings.ingest.device_flag_clear,
+            metrics=self.metrics,
         )
         self.parts = _Parts()
         # Stored events go to the bus (alert engine); feedback goes back to devices.
@@ -100,6 +117,7 @@ class Gateway:
         self.ingesting = asyncio.Event()
         self.store_open = False
         self._stop = asyncio.Event()
+        self._draining = False
         self._http = http
         self._http_socket = http_socket
         self._server: EmbeddedServer | None = None
@@ -129,6 +147,7 @@ class Gateway:
                     self._spawn(tg, "http", self._serve_http(self._server, sock))
                 self._spawn(tg, "startup", self._start_ingest(tg))
                 await self._stop.wait()
+                await self._drain()
                 if self._server is not None:
                     self._server.should_exit = True
                 for task in list(self._task_refs):
@@ -147,6 +166,29 @@ class Gateway:
             if watchdog is not None:
                 watchdog.cancel()
             log.info("gateway stopped")
+
+    async def _drain(self) -> None:
+        """A graceful stop reads nothing new and finishes what was already received — stored,
+        alerts raised, acked — for up to DRAIN_TIMEOUT; whatever is left stays unacked and
+        the broker sends it again after the restart (nothing is lost either way)."""
+        self._draining = True
+        lanes = self.parts.lanes
+        for lane in lanes:
+            lane.hold(True)
+        consumers = [c for c in (self.parts.events, self.parts.telemetry) if c is not None]
+
+        def drained() -> bool:
+            return not any(lane.depth for lane in lanes) and not any(c.busy for c in consumers)
+
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        # Polled: several lanes and consumers, for at most DRAIN_TIMEOUT, once per shutdown.
+        while not drained() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        if not drained():
+            log.warning(
+                "stopping with %d received message(s) not yet stored; the broker resends them",
+                sum(lane.depth for lane in lanes),
+            )
 
     async def _report_slow_stop(self) -> None:
         """A shutdown that hangs says what it waits for."""
@@ -264,7 +306,7 @@ class Gateway:
             gate=self.alerting.urgent,
         )
         # While a press is stored, raised and sent, the telemetry socket is not read.
-        self.alerting.urgent.on_change(telemetry_lane.hold)
+        self.alerting.urgent.on_change(lambda up: telemetry_lane.hold(up or self._draining))
         self._supervised(tg, "event-ingest", self.parts.events.run)
         self._supervised(tg, "telemetry-ingest", self.parts.telemetry.run)
         sources = self.parts.sources = Sources(

@@ -43,6 +43,8 @@ class Sources:
         durable: Durability | None = None,
     ) -> None:
         self.index = AddressIndex(store, recheck=settings.ingest.unknown_recheck)
+        if durable is not None:  # the drain binds what was spooled unchecked by address
+            durable.resolve_pending = self.index.registered_as
         self.lanes: list[MqttLane] = []
         self._tasks: list[Task] = []
 

@@ -217,6 +217,11 @@ class LoopClient:
         self.wanted = False
         if self.client.socket() is None:
             return
+        # Let the broker acknowledge what is in flight first: a DISCONNECT sent right after
+        # a publish would leave it unacknowledged (and the summary would say so).
+        if self.outstanding > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.idle.wait(), timeout)
         self.client.disconnect()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.closed.wait(), timeout)

@@ -29,6 +29,7 @@ from gateway.http.app import ReadinessSource, create_app
 from gateway.http.dashboard import dashboard_router
 from gateway.http.limits import limited_counter
 from gateway.http.session import session_router
+from gateway.rate_limit import DeviceRateLimiter
 from gateway.storage.base import Store, StoreError
 
 
@@ -39,6 +40,7 @@ class GatewayParts(ReadinessSource, Protocol):
     store: Store
     alerting: Alerting
     registry: RegistryCache
+    limiter: DeviceRateLimiter  # telemetry's: which devices are flagged for flooding
 
 
 def _where(loc: object) -> str:
@@ -90,6 +92,7 @@ def console_of(gateway: GatewayParts) -> Console:
         directory=alerting.directory,
         settings=gateway.settings,
         registry=gateway.registry,
+        limiter=gateway.limiter,
         notifier=alerting.notifier,
     )
 

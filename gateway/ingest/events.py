@@ -53,6 +53,7 @@ class EventIngest:
     ) -> None:
         self._gate = gate
         self._poison = PoisonGuard()
+        self.busy = False  # a message taken from the lane is being handled (graceful stop)
         self._lane = lane
         self._store = store
         self._registry = registry
@@ -74,37 +75,47 @@ class EventIngest:
 
     async def run(self) -> None:
         while True:
-            message = await self._lane.get()
-            self._metrics.queue_depth.labels(lane=LANE).set(self._lane.depth)
+            message: Inbound | None = await self._lane.get()
+            self.busy = True
             try:
-                # Telemetry steps aside until this is stored and raised.
+                # Telemetry steps aside until every queued event is stored and raised: held
+                # across the burst, so a flood does not switch telemetry off and on per message.
                 with self._gate.urgent() if self._gate else contextlib.nullcontext():
-                    await self.handle(message)
-            except asyncio.CancelledError:
-                self._lane.put_back([message])  # shutdown: unless acked, kept for next start
+                    while message is not None:
+                        self._metrics.queue_depth.labels(lane=LANE).set(self._lane.depth)
+                        await self._handle_one(message)
+                        message = self._lane.get_nowait()
+            finally:
+                self.busy = False
+
+    async def _handle_one(self, message: Inbound) -> None:
+        try:
+            await self.handle(message)
+        except asyncio.CancelledError:
+            self._lane.put_back([message])  # shutdown: unless acked, kept for next start
+            raise
+        except Exception:
+            # A bug (see PoisonGuard): retried first in line by the restarted task; if it
+            # keeps failing it is held back unacked (the broker resends it after a
+            # reconnect) so the presses behind it still flow; set aside only once proven.
+            verdict = self._poison.failed(PoisonGuard.key(message.topic, message.payload))
+            if verdict == "retry":
+                self._lane.put_back([message])
                 raise
-            except Exception:
-                # A bug (see PoisonGuard): retried first in line by the restarted task; if it
-                # keeps failing it is held back unacked (the broker resends it after a
-                # reconnect) so the presses behind it still flow; set aside only once proven.
-                verdict = self._poison.failed(PoisonGuard.key(message.topic, message.payload))
-                if verdict == "retry":
-                    self._lane.put_back([message])
-                    raise
-                if verdict == "skip":
-                    log.exception(
-                        "event on %s keeps failing; kept unacked for a redelivery",
-                        message.topic[:128],
-                    )
-                    self._lane.skip([message])
-                    continue
+            if verdict == "skip":
                 log.exception(
-                    "set aside poison message on %s: %r", message.topic[:128], message.payload[:200]
+                    "event on %s keeps failing; kept unacked for a redelivery",
+                    message.topic[:128],
                 )
-                self._reject(message.topic, Rejected(RejectReason.POISON, "handler failed"))
-                self._ack(message)
-            else:
-                self._poison.handled += 1
+                self._lane.skip([message])
+                return
+            log.exception(
+                "set aside poison message on %s: %r", message.topic[:128], message.payload[:200]
+            )
+            self._reject(message.topic, Rejected(RejectReason.POISON, "handler failed"))
+            self._ack(message)
+        else:
+            self._poison.handled += 1
 
     async def handle(self, message: Inbound) -> None:
         self._metrics.received.labels(lane=LANE).inc()

@@ -1,9 +1,10 @@
 """Store → bus for the sources beyond the native MQTT lanes (serial, SIA DC-09, zigbee2mqtt).
 
-Each source decodes and resolves devices itself; this is the part they share: the durable
-write (retried until the database takes it — the caller acks its source only afterwards),
-then ``EventBus.deliver`` for events (new and duplicate alike, see ``gateway.ingest.bus``),
-the counters, and a small batch writer for readings from sources without redelivery.
+Each source decodes itself; this is the part they share: the address lookup (``resolve``,
+which keeps answering from memory while the database is away), the durable write (the
+database, or the spool while it is away — the caller acks its source only afterwards), then
+``EventBus.deliver`` for events (new and duplicate alike, see ``gateway.ingest.bus``), the
+counters, and a small batch writer for readings from sources without redelivery.
 """
 
 from __future__ import annotations
@@ -12,20 +13,33 @@ import asyncio
 import collections
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
 
 from devices.codec import Rejected
+from devices.codecs import Decoded, DeviceAddress
 from devices.health import health_of, merge
+from devices.index import AddressIndex
 from devices.models import DeviceHealth, Event, PendingSighting, Reading, Status, Telemetry
 from devices.registry import RegistryCache
 from gateway.ingest.bus import EventBus
-from gateway.ingest.common import RejectionLog
+from gateway.ingest.common import RejectionLog, write_durably
 from gateway.metrics import Metrics
-from gateway.spool.durable import Durability
+from gateway.spool.durable import Durability, Unavailable
+from gateway.spool.spool import SpoolState
 from gateway.storage.base import Store, StoreError
 
 log = logging.getLogger(__name__)
 
 ReadingsHook = Callable[[Sequence[Reading]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Unchecked:
+    """An address not in memory while the registry cannot be read (database away)."""
+
+
+UNCHECKED: Final = Unchecked()
 
 
 class DeviceSink:
@@ -57,6 +71,47 @@ class DeviceSink:
             metrics=metrics,
             on_readings=on_readings,
         )
+
+    async def resolve(self, index: AddressIndex, where: DeviceAddress) -> str | Unchecked | None:
+        """The device registered at ``where``; None when nobody registered it; ``UNCHECKED``
+        when the database is away and the address is not in memory (hand the messages to
+        ``unchecked``). A known address keeps resolving from memory during an outage.
+        Without a spool a needed registry read waits for the database, as before."""
+        if not index.needs_load(where):
+            found = index.cached(where)
+            return found if found is not None or index.current else UNCHECKED
+        durable = self._durable
+        if durable.spool is None:
+            await write_durably(self._metrics, self.lane, index.load)
+            return index.cached(where)
+        try:
+            await durable.attempt(self.lane, index.load)
+        except Unavailable as exc:
+            index.load_failed()  # the next try after ``recheck``, not on every message
+            log.warning("%s: registry not readable (%s); using what is known", self.lane, exc)
+            found = index.cached(where)
+            return found if found is not None else UNCHECKED
+        return index.cached(where)
+
+    async def unchecked(self, decoded: Decoded, *, wait_for_room: bool = True) -> None:
+        """Spool the messages of an address that could not be looked up, under its provisional
+        id: the drain stores them for the device registered there, or keeps them pending.
+        Durable when this returns (the source may ack). ``wait_for_room=False`` (a serial
+        line, which cannot redeliver and must keep reading): readings a full spool would
+        refuse are dropped and counted instead of waiting; events are always kept."""
+        messages: list[Telemetry | Status] = []
+        for message in decoded.messages:
+            if isinstance(message, Event):
+                await self._durable.event(self.lane, message, checked=False)
+            else:
+                messages.append(message)
+        if not messages:
+            return
+        spool = self._durable.spool
+        if not wait_for_room and spool is not None and spool.state is SpoolState.FULL:
+            self._metrics.readings_dropped.labels(lane=self.lane).inc(len(messages))
+            return
+        await self._durable.readings(self.lane, (), (), messages)
 
     async def event(self, event: Event) -> bool:
         """Store one event, then hand it to the bus (or spool it while the database is away:

@@ -78,12 +78,14 @@ class TelemetryIngest:
         self._reject = RejectionLog(metrics, LANE)
         self._gate = gate
         self._poison = PoisonGuard()
+        self.busy = False  # a batch taken from the lane is being handled (graceful stop)
         self._health = HealthThrottle()
 
     async def run(self) -> None:
         while True:
             batch = await self._lane.get_batch(self._batch_max_rows, self._batch_max_delay)
             self._metrics.queue_depth.labels(lane=LANE).set(self._lane.depth)
+            self.busy = True
             try:
                 await self.handle_batch(batch)
             except asyncio.CancelledError:
@@ -101,6 +103,8 @@ class TelemetryIngest:
                 await self._one_by_one(batch)
             else:
                 self._poison.handled += len(batch)
+            finally:
+                self.busy = False
 
     async def _one_by_one(self, batch: list[Inbound]) -> None:
         for message in batch:

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import logging
 import time
-from functools import partial
 
 from devices.codec import Rejected, RejectReason
 from devices.codecs import TopicCodec
 from devices.index import AddressIndex
 from devices.models import Event, PendingSighting, Status, Telemetry
-from gateway.ingest.common import write_durably
-from gateway.ingest.sink import DeviceSink
+from gateway.ingest.sink import DeviceSink, Unchecked
 from gateway.metrics import Metrics
 from gateway.mqtt.lane import Inbound, MqttLane
 
@@ -65,9 +63,12 @@ class TopicCodecIngest:
                 continue  # bridge and command topics
             for problem in decoded.problems:
                 self._sink.problem(message.topic, Rejected(RejectReason.INVALID_PAYLOAD, problem))
-            device_id = await write_durably(
-                self._metrics, self.name, partial(self._index.resolve, decoded.address)
-            )
+            # A known device keeps flowing during a database outage; an address that cannot be
+            # looked up then is spooled as it is and sorted out by the drain.
+            device_id = await self._sink.resolve(self._index, decoded.address)
+            if isinstance(device_id, Unchecked):
+                await self._sink.unchecked(decoded)
+                continue
             if device_id is None:
                 pending.extend(decoded.sightings())
                 self._sink.reject(

@@ -319,6 +319,14 @@ class MqttLane:
         self._resume()
         return item
 
+    def get_nowait(self) -> Inbound | None:
+        """The next queued message, or None when the queue is empty."""
+        if not self.items:
+            return None
+        item = self.items.popleft()
+        self._resume()
+        return item
+
     async def get_batch(self, max_items: int, max_delay: float) -> list[Inbound]:
         """Wait for one message, then gather more until ``max_items`` or ``max_delay``."""
         batch = [await self.get()]

@@ -38,8 +38,7 @@ from devices.serial_frame import (
     decode_frame,
     encode_ack,
 )
-from gateway.ingest.common import write_durably
-from gateway.ingest.sink import BatchWriter, DeviceSink
+from gateway.ingest.sink import BatchWriter, DeviceSink, Unchecked
 from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -200,9 +199,14 @@ class SerialPortReader:
             return
         for problem in decoded.problems:
             self._sink.problem(where, Rejected(RejectReason.INVALID_PAYLOAD, problem))
-        device_id = await write_durably(
-            self._metrics, LANE, lambda: self._index.resolve(decoded.address)
-        )
+        # From memory while the database is away; an address not known then is spooled as it
+        # is (durable, so acked) and sorted out by the drain.
+        device_id = await self._sink.resolve(self._index, decoded.address)
+        if isinstance(device_id, Unchecked):
+            await self._sink.unchecked(decoded, wait_for_room=False)
+            if isinstance(frame, EventFrame):
+                self.ack(frame.addr, frame.seq, AckStatus.RECEIVED)
+            return
         if device_id is None:
             await self._sink.pending(decoded.sightings())
             self._sink.reject(

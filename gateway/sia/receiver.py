@@ -30,8 +30,7 @@ from devices.codecs import Decoded, Skipped
 from devices.index import AddressIndex
 from devices.models import Event, Status, Telemetry
 from gateway.config import SiaSettings
-from gateway.ingest.common import write_durably
-from gateway.ingest.sink import DeviceSink
+from gateway.ingest.sink import UNCHECKED, DeviceSink, Unchecked
 from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -205,7 +204,10 @@ class SiaReceiver:
         return dc09.duh(exc.header)
 
     async def _deliver(self, item: Decoded, account: str) -> None:
-        device_id = await write_durably(self._metrics, LANE, lambda: self._resolve(item, account))
+        device_id = await self._resolve(item, account)
+        if isinstance(device_id, Unchecked):  # database away, address not known: spooled
+            await self._sink.unchecked(item)
+            return
         if device_id is None:
             await self._sink.pending(item.sightings())
             self._sink.reject(
@@ -219,9 +221,13 @@ class SiaReceiver:
             elif isinstance(message, Status | Telemetry):
                 await self._sink.readings([message])
 
-    async def _resolve(self, item: Decoded, account: str) -> str | None:
-        device_id = await self._index.resolve(item.address)
-        if device_id is None and item.address.key[1]:
-            # A device registered for the whole account (no zone) takes every zone.
-            device_id = await self._index.resolve(dc09.address(account, None))
-        return device_id
+    async def _resolve(self, item: Decoded, account: str) -> str | Unchecked | None:
+        """The zone's device, else the account's; from memory while the database is away."""
+        zone = await self._sink.resolve(self._index, item.address)
+        if isinstance(zone, str) or not item.address.key[1]:
+            return zone
+        # A device registered for the whole account (no zone) takes every zone.
+        whole = await self._sink.resolve(self._index, dc09.address(account, None))
+        if isinstance(whole, str):
+            return whole
+        return UNCHECKED if UNCHECKED in (zone, whole) else None

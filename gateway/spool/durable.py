@@ -30,6 +30,7 @@ from typing import Protocol, TypeVar
 
 from alerts.outage import OutageDispatcher, OutageNotice
 from alerts.replies import Reply
+from devices.codecs import rebind
 from devices.health import health_of, merge
 from devices.models import (
     DeviceHealth,
@@ -51,6 +52,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ReadingsHook = Callable[[Sequence[Reading]], Awaitable[None]]
+# Provisional id of a source address (``DeviceAddress.pending_id``) → the device registered
+# there now, or None (``AddressIndex.registered_as``).
+PendingResolver = Callable[[str], Awaitable[str | None]]
 FULL_RETRY = 0.5  # how often a refused readings batch looks for room again
 DISK_RETRY_MAX = 5.0
 DRAIN_RETRY_FIRST = 0.2
@@ -101,6 +105,9 @@ class Durability:
         # Spooled events whose outage notification is going out: set once the event record
         # is on disk (the notice record must follow it).
         self._event_durable: dict[str, asyncio.Event] = {}
+        # Set by the address sources (serial, SIA, zigbee2mqtt): their messages of addresses
+        # that could not be looked up are spooled unchecked under the address's provisional id.
+        self.resolve_pending: PendingResolver | None = None
 
     # -- trying the database ------------------------------------------------------------------
     async def attempt(self, lane: str, write: Callable[[], Awaitable[T]]) -> T:
@@ -354,14 +361,27 @@ class Durability:
             self.outage.forget(record.notice.event_key)
         return "notice"
 
+    async def _registered_as(self, device_id: str) -> str | None:
+        """The registered device an unchecked message belongs to, or None (pending)."""
+        if await self.registry.is_known(device_id):
+            return device_id
+        resolve = self.resolve_pending
+        return None if resolve is None else await resolve(device_id)
+
     async def _replay_event(self, record: rec.SpooledEvent) -> None:
         event = record.event
-        if not record.checked and not await self.registry.is_known(event.device_id):
-            sighting = PendingSighting(
-                event.device_id, event.ts, "event", event.payload, event.type
-            )
-            await self.store.record_pending([sighting])
-            return
+        if not record.checked:
+            registered = await self._registered_as(event.device_id)
+            if registered is None:
+                sighting = PendingSighting(
+                    event.device_id, event.ts, "event", event.payload, event.type
+                )
+                await self.store.record_pending([sighting])
+                return
+            if registered != event.device_id:
+                bound = rebind(event, registered)
+                assert isinstance(bound, Event)
+                event = bound
         new = await self.store.store_event(event)
         notice = None
         key = event.dedup_key
@@ -382,9 +402,14 @@ class Durability:
         health = {h.device_id: h for h in record.health}
         pending: list[PendingSighting] = []
         for message in record.unchecked:
-            if not await self.registry.is_known(message.device_id):
+            registered = await self._registered_as(message.device_id)
+            if registered is None:
                 pending.append(PendingSighting(message.device_id, message.ts, _kind(message), "{}"))
                 continue
+            if registered != message.device_id:
+                bound = rebind(message, registered)
+                assert isinstance(bound, Telemetry | Status)
+                message = bound
             if isinstance(message, Telemetry):
                 readings.extend(message.readings)
             seen = health_of(message)

@@ -185,7 +185,25 @@ async def test_duty_desk_in_a_real_browser(
         await expect(page.locator("h1")).to_have_text("社区服务站值班台")
 
         # -- device health and a reading chart ---------------------------------------------
+        # btn-1 floods: over its telemetry limit, it is badged for the technicians.
+        over = gateway.settings.ingest.device_burst + 10
+        for i in range(over):
+            stamp = (now - timedelta(seconds=over - i)).isoformat()
+            publisher.json("scgw/btn-1/telemetry", {"ts": stamp, "metrics": {"battery": 90}})
+        await publisher.flushed()
+        await wait_for(
+            lambda: gateway.metrics.value("scgw_devices_rate_limited") == 1,
+            timeout=20,
+            message="btn-1 flagged for flooding",
+        )
         await page.click("button[data-tab=devices]")
+        await expect(page.locator("#devices tr[data-id='btn-1'] .badge.flood")).to_have_text(
+            "消息过多", timeout=STEP_MS
+        )
+        await expect(page.locator("#devices tr[data-id='th-1'] .badge.flood")).to_have_count(0)
+        await page.select_option("#dev-status", "rate_limited")
+        await expect(page.locator("#devices tbody tr")).to_have_count(1, timeout=STEP_MS)
+        await page.select_option("#dev-status", "")
         await page.locator("#devices tr[data-id='th-1']").click()
         await page.wait_for_selector("#chart svg polyline", timeout=STEP_MS)
         points = await page.get_attribute("#chart svg polyline", "points")

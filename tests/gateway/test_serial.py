@@ -25,6 +25,7 @@ from devices.serial_frame import (
     TelemetryFrame,
     encode,
 )
+from gateway.bench.services.postgres import PostgresServer
 from gateway.metrics import Metrics
 from gateway.serial.reader import SerialPortReader
 from simulators.serial_device import PtyLine, SerialSimulator, TcpLine
@@ -322,3 +323,44 @@ async def test_a_url_asyncio_cannot_read_is_reported_not_hidden() -> None:
         task.cancel()
     assert "no file descriptor" in str(reader.state.last_error)
     assert not reader.state.open
+
+
+async def test_serial_events_during_a_database_outage_are_acked_and_stored_once_after(
+    pg_owned_server: PostgresServer,
+    mosquitto: MosquittoServer,
+    start_gateway: Any,
+    tmp_path: Path,
+    lines: list[Any],
+) -> None:
+    """The registry cannot be read while PostgreSQL is stopped: a known caller is answered from
+    memory and an unknown address is spooled as it is, neither stalls the line."""
+    db_url = await asyncio.to_thread(pg_owned_server.create_database, "serial_outage")
+    await registered(db_url)
+    line = PtyLine(tmp_path / "ttyBUS1")
+    lines.append(line)
+    gw = await start(
+        start_gateway,
+        mosquitto,
+        db_url,
+        line.url,
+        ingest={"unknown_recheck": "0s"},  # every unknown address meets the outage
+        spool={"dir": str(tmp_path / "spool"), "write_timeout": "500ms"},
+    )
+    async with reading(SerialSimulator(line, [BTN, STRANGER])) as sim:
+        await asyncio.to_thread(pg_owned_server.stop)
+        line.write(encode(EventFrame(STRANGER, 3, 0x01, 50)))  # first: it must not block BTN
+        line.write(encode(EventFrame(BTN, 5, 0x01, 80)))
+        await wait_for(acks_for(sim, BTN, 5), timeout=20, message="the press acked (spooled)")
+        await wait_for(acks_for(sim, STRANGER, 3), timeout=20, message="the stranger acked")
+        assert not pg_owned_server.running
+        assert gw.metric("scgw_spooled_total", kind="event") == 2
+
+        await asyncio.to_thread(pg_owned_server.start)
+        spool = gw.gateway.spool
+        await wait_for(
+            lambda: spool is not None and not spool.active, timeout=60, message="spool drained"
+        )
+    rows = await gw.store.query("SELECT device_id, type FROM v_events")
+    assert [tuple(r) for r in rows] == [("btn-101", "sos")]
+    pending = await gw.store.pending_devices()
+    assert [(p.device_id, p.sos_count) for p in pending] == [("serial-bus1-0x00009999", 1)]

@@ -23,22 +23,17 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from .ports import HOST, free_port
 from .process import (
+    ManagedService,
     ServiceError,
     ServiceUser,
     kill_group,
     lookup_user,
-    make_private_dir,
-    remove_dir,
     running_as_root,
     spawn,
     tail,
-    track,
-    untrack,
 )
 
 # The shipped broker config lives in the source tree (config/), next to the packages.
@@ -127,7 +122,7 @@ def _probe(port: int, timeout: float) -> bool:
     return connack[0] == 0x20 and connack[3] == 0
 
 
-class MosquittoServer:
+class MosquittoServer(ManagedService):
     """One throwaway mosquitto broker on ``127.0.0.1:port``; ``url`` is ``mqtt://127.0.0.1:PORT``."""
 
     def __init__(
@@ -144,29 +139,12 @@ class MosquittoServer:
         self._extra_config = [line.strip() for line in extra_config if line.strip()]
         self._start_timeout = start_timeout
         self._user = self._drop_user()
-        self._root = make_private_dir("scgw-mosq-", self._user, base_dir)
-        self._port = free_port()
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._ever_started = False
-        self._closed = False
-        track(self)
+        self._set_up("scgw-mosq-", self._user, base_dir)
 
     # ---------------------------------------------------------------- properties
     @property
-    def port(self) -> int:
-        return self._port
-
-    @property
-    def host(self) -> str:
-        return HOST
-
-    @property
     def url(self) -> str:
         return f"mqtt://{HOST}:{self._port}"
-
-    @property
-    def root_dir(self) -> Path:
-        return self._root
 
     @property
     def config_path(self) -> Path:
@@ -240,37 +218,6 @@ class MosquittoServer:
             return
         kill_group(proc)
         self._proc = None
-
-    def restart(self) -> None:
-        """Clean stop and start on the same port with the same persistence file."""
-        self.stop()
-        self.start()
-
-    def close(self) -> None:
-        """Stop the broker (killing it if it will not stop) and delete its folder."""
-        if self._closed:
-            return
-        try:
-            with contextlib.suppress(ServiceError):
-                self.stop()
-        finally:
-            if self._proc is not None:
-                kill_group(self._proc)
-                self._proc = None
-            self._closed = True
-            untrack(self)
-            remove_dir(self._root)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # ---------------------------------------------------------------- internals
     @staticmethod

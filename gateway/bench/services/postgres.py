@@ -23,27 +23,23 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import psycopg
 from psycopg import sql
 
 from .ports import HOST, free_port
 from .process import (
+    ManagedService,
     ServiceError,
     ServiceUser,
     default_base_dir,
     kill_group,
     lookup_user,
     make_private_dir,
-    remove_dir,
     run,
     running_as_root,
     spawn,
     tail,
-    track,
-    untrack,
 )
 
 SUPERUSER = "postgres"
@@ -114,7 +110,7 @@ def _server_user() -> ServiceUser | None:
     return user
 
 
-class PostgresServer:
+class PostgresServer(ManagedService):
     """One throwaway PostgreSQL cluster; connect as ``postgres`` (trust auth) to ``url()``."""
 
     def __init__(
@@ -129,26 +125,9 @@ class PostgresServer:
         self._user = _server_user()
         self._settings = {**DEFAULT_SETTINGS, **(settings or {})}
         self._start_timeout = start_timeout
-        self._root = make_private_dir("scgw-pg-", self._user, base_dir)
-        self._port = free_port()
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._ever_started = False
-        self._closed = False
-        track(self)
+        self._set_up("scgw-pg-", self._user, base_dir)
 
     # ---------------------------------------------------------------- properties
-    @property
-    def port(self) -> int:
-        return self._port
-
-    @property
-    def host(self) -> str:
-        return HOST
-
-    @property
-    def root_dir(self) -> Path:
-        return self._root
-
     @property
     def data_dir(self) -> Path:
         return self._root / "data"
@@ -224,36 +203,6 @@ class PostgresServer:
         kill_group(proc)
         self._proc = None
         self._remove_stale_locks()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def close(self) -> None:
-        """Stop the server (killing it if it will not stop) and delete its folder."""
-        if self._closed:
-            return
-        try:
-            with contextlib.suppress(ServiceError):
-                self.stop()
-        finally:
-            if self._proc is not None:
-                kill_group(self._proc)
-                self._proc = None
-            self._closed = True
-            untrack(self)
-            remove_dir(self._root)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # ---------------------------------------------------------------- databases
     def connect(self, dbname: str = "postgres") -> psycopg.Connection[tuple[object, ...]]:

@@ -21,7 +21,10 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from types import TracebackType
+from typing import IO, Protocol, Self
+
+from .ports import HOST, free_port
 
 KEEP_DIRS_ENV = "SCGW_TEST_KEEP_DIRS"
 """Set to 1 to keep the servers' temporary folders (data, config, logs) after the tests."""
@@ -254,3 +257,72 @@ def _close_leftovers() -> None:
     for server in list(_live.values()):
         with contextlib.suppress(ServiceError, OSError, subprocess.SubprocessError):
             server.close()
+
+
+class ManagedService:
+    """What the broker and the database servers share: restart, close (stop, or kill if it
+    will not stop, then delete the folder) and use as a context manager. Subclasses set
+    ``_proc``, ``_closed`` and ``_root`` and implement ``start`` and ``stop``."""
+
+    _proc: subprocess.Popen[bytes] | None
+    _closed: bool
+    _root: Path
+    _port: int
+
+    def _set_up(self, prefix: str, owner: ServiceUser | None, base_dir: Path | None) -> None:
+        """A private folder and a free port; registered for clean-up at exit."""
+        self._root = make_private_dir(prefix, owner, base_dir)
+        self._port = free_port()
+        self._proc = None
+        self._ever_started = False
+        self._closed = False
+        track(self)
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def host(self) -> str:
+        return HOST
+
+    @property
+    def root_dir(self) -> Path:
+        return self._root
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 30.0) -> None:
+        raise NotImplementedError
+
+    def restart(self) -> None:
+        """Clean stop and start again on the same port with the same data."""
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        """Stop the server (killing it if it will not stop) and delete its folder."""
+        if self._closed:
+            return
+        try:
+            with contextlib.suppress(ServiceError):
+                self.stop()
+        finally:
+            if self._proc is not None:
+                kill_group(self._proc)
+                self._proc = None
+            self._closed = True
+            untrack(self)
+            remove_dir(self._root)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -28,6 +28,7 @@ from gateway.http.api.models import (
     ResponderBrief,
     TimelineOut,
 )
+from gateway.rate_limit import DeviceRateLimiter
 from gateway.storage._alerts import as_instant
 from gateway.storage.buckets import ReadingQueries
 from gateway.users import UserStore
@@ -54,6 +55,8 @@ class Console:
     settings: Settings
     registry: RegistryCache | None = None
     notifier: Notifier | None = None
+    # Flooding devices (in this process's memory: see gateway.rate_limit).
+    limiter: DeviceRateLimiter | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     readings: ReadingQueries = field(init=False)
 
@@ -154,7 +157,28 @@ class Console:
             params.append(device_id)
         rows = await self.store.query(sql + " ORDER BY d.device_id", params)
         now = self.now()
-        return [self.device_out(r, now) for r in rows]
+        devices = [self.device_out(r, now) for r in rows]
+        return self._with_flags(devices)
+
+    def _with_flags(self, devices: list[DeviceOut]) -> list[DeviceOut]:
+        limiter = self.limiter
+        flags = limiter.flags() if limiter is not None else {}
+        if not flags:
+            return devices
+        out = []
+        for d in devices:
+            flag = flags.get(d.device_id)
+            if flag is not None:
+                d = d.model_copy(
+                    update={
+                        "rate_limited": True,
+                        "rate_limited_since": flag.since,
+                        "rate_limited_last": flag.last_rejected,
+                        "rejected_recently": flag.rejected,
+                    }
+                )
+            out.append(d)
+        return out
 
     def device_out(self, row: Sequence[Any], now: datetime) -> DeviceOut:
         device_id, dtype, name, resident_id, building, unit, room, seen, battery, online, rssi = row

@@ -140,6 +140,20 @@ class DeviceOut(_Out):
     offline: bool = Field(description="reported offline, or silent past its type's timeout")
     low_battery: bool
     never_seen: bool
+    rate_limited: bool = Field(
+        default=False,
+        description="sent telemetry over its rate limit (flooding) and is not quiet again yet;"
+        " kept in the answering gateway process's memory",
+    )
+    rate_limited_since: datetime | None = Field(
+        default=None, description="first refused message since the device was last quiet"
+    )
+    rate_limited_last: datetime | None = Field(
+        default=None, description="the latest refused message"
+    )
+    rejected_recently: int = Field(
+        default=0, description="messages refused since rate_limited_since"
+    )
 
 
 class AlertDetail(AlertOut):

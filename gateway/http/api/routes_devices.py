@@ -30,7 +30,7 @@ from gateway.http.api.models import (
 from gateway.storage.buckets import BUCKETS
 
 DeviceId = Annotated[str, Path(pattern=ID_PATTERN, description="the device's id")]
-Status = Literal["ok", "offline", "low_battery", "never_seen"]
+Status = Literal["ok", "offline", "low_battery", "never_seen", "rate_limited"]
 
 DEFAULT_SPAN: Final = timedelta(hours=24)
 MAX_BUCKETS: Final = 10_000  # points per series a chart can use; more means a wider bucket
@@ -54,7 +54,9 @@ def _matches(d: DeviceOut, want: Status | None, q: str | None) -> bool:
         return False
     if want == "never_seen" and not d.never_seen:
         return False
-    if want == "ok" and (d.offline or d.low_battery or d.never_seen):
+    if want == "rate_limited" and not d.rate_limited:
+        return False
+    if want == "ok" and (d.offline or d.low_battery or d.never_seen or d.rate_limited):
         return False
     if q:
         text = " ".join(
@@ -88,7 +90,13 @@ def _record(device_id: str, body: DeviceIn) -> DeviceRecord:
 def devices_router() -> APIRouter:
     router = APIRouter(tags=["devices"], responses=AUTH_RESPONSES)
 
-    @router.get("/api/v1/devices", summary="Registered devices and their health")
+    @router.get(
+        "/api/v1/devices",
+        summary="Registered devices and their health",
+        description="``status=rate_limited``: devices flagged for flooding (sending telemetry"
+        " over their rate limit), until they have been quiet for ``[ingest]"
+        " device_flag_clear``.",
+    )
     async def list_devices(
         _: Reader,
         console: ConsoleDep,

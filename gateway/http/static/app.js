@@ -47,7 +47,9 @@
       act_cancelled_by_restore: "传感器恢复，自动取消", act_cancel: "居民取消（已超时）",
       act_restore: "传感器恢复", act_device_feedback: "设备反馈", act_step_unreached: "无人接收",
       act_note: "备注", act_arrived: "已到达", act_reading_normal: "读数恢复正常",
-      act_back_online: "设备恢复在线",
+      act_back_online: "设备恢复在线", act_outage_notified: "数据库中断期间已通知",
+      flooding: "消息过多", status_rate_limited: "消息过多",
+      flooding_detail: "自{since}起，已丢弃{n}条", rate_limited: "限流",
     },
     en: {
       app_title: "Community duty desk", tab_queue: "Alerts", tab_devices: "Devices",
@@ -97,6 +99,9 @@
       act_restore: "Sensor restored", act_device_feedback: "Device feedback",
       act_step_unreached: "Nobody reached", act_note: "Note", act_arrived: "Arrived",
       act_reading_normal: "Reading back to normal", act_back_online: "Device back online",
+      act_outage_notified: "Notified during database outage",
+      flooding: "Flooding", status_rate_limited: "Flooding",
+      flooding_detail: "since {since}, {n} dropped", rate_limited: "Rate limit",
     },
   };
 
@@ -571,12 +576,13 @@
     const bits = [];
     if (d.text) bits.push(d.text);
     if (d.outcome) bits.push(L(state.meta.outcomes[d.outcome]) || d.outcome);
-    if (d.note) bits.push(d.note);
+    if (d.note) bits.push(state.lang === "zh" && d.note_zh ? d.note_zh : d.note);
     if (d.name) bits.push(d.name);
     if (d.recipient) bits.push(`${d.recipient} ${d.ok ? "✓" : "✗"}${d.detail ? ` ${d.detail}` : ""}`);
     if (d.cmd) bits.push(`${d.cmd} ${d.sent ? "✓" : "✗"}`);
     if (d.why && !d.recipient) bits.push(d.why);
     if (d.via) bits.push(d.via);
+    if (entry.action === "outage_notified") bits.push(`${d.reached ?? 0}/${(d.targets || []).length}`);
     if (entry.action === "step") bits.push(`#${(d.step ?? 0) + 1}: ${d.reached ?? 0}/${(d.targets || []).length}`);
     return bits.join(" · ");
   }
@@ -666,11 +672,17 @@
     renderDevices();
   }
 
+  // A device over its telemetry rate limit: shown to technicians until it is quiet again.
+  function floodBadge(d) {
+    return el("span", { class: "badge flood", title: t("flooding_detail", { since: fmtTime(d.rate_limited_since, true), n: d.rejected_recently }), text: t("flooding") });
+  }
+
   function deviceStatus(d) {
-    if (d.never_seen) return el("span", { text: t("never") });
+    const flood = d.rate_limited ? [" ", floodBadge(d)] : [];
+    if (d.never_seen) return el("span", {}, t("never"), flood);
     const bits = [d.offline ? el("span", { class: "bad", text: t("offline") }) : el("span", { class: "good", text: t("online") })];
     if (d.low_battery) bits.push(" ", el("span", { class: "bad", text: t("low_battery") }));
-    return el("span", {}, bits);
+    return el("span", {}, bits, flood);
   }
 
   function renderDevices() {
@@ -711,7 +723,8 @@
       kv([[t("device"), d.device_id], [t("col_type"), L(d.type_label)], [t("address"), L(d.address) || "—"],
         [t("battery"), d.battery === null ? "—" : `${d.battery}%`, d.low_battery ? "bad" : ""],
         [t("last_seen"), d.last_seen ? `${fmtTime(d.last_seen, true)}（${ago(d.last_seen)}）` : t("never")],
-        [t("col_status"), deviceStatus(d)]]),
+        [t("col_status"), deviceStatus(d)],
+        d.rate_limited ? [t("rate_limited"), t("flooding_detail", { since: fmtTime(d.rate_limited_since, true), n: d.rejected_recently }), "bad"] : null]),
       el("h3", { text: t("readings") }),
       d.metrics.length ? el("div", { class: "chart-tools" }, metricSel, rangeSel) : el("p", { class: "empty", text: t("no_metrics") }),
       el("div", { id: "chart" }));

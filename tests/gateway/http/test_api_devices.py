@@ -190,3 +190,39 @@ async def test_put_registers_and_updates_a_device(site: Site) -> None:
     )
     assert bad.status_code == 422
     assert bad.json()["message"].startswith("path.device_id")
+
+
+async def test_flooding_device_is_flagged_for_technicians(site: Site) -> None:
+    limiter = site.gateway.limiter
+    burst = site.gateway.settings.ingest.device_burst
+    refused = sum(not limiter.allow("th-1") for _ in range(burst + 50))
+    assert refused >= 50
+    assert limiter.allow("btn-1")  # a neighbour within its limit
+
+    assert await _devices(site, "?status=rate_limited") == ["th-1"]
+    assert await _devices(site, "?status=ok") == []  # th-1 was the one healthy device
+    listed = {
+        d["device_id"]: d
+        for d in (await site.call("GET", "/api/v1/devices", Role.TECHNICIAN)).json()["items"]
+    }
+    assert listed["btn-1"]["rate_limited"] is False
+    assert listed["btn-1"]["rate_limited_since"] is None
+    assert listed["btn-1"]["rejected_recently"] == 0
+    th = (await site.call("GET", "/api/v1/devices/th-1", Role.VIEWER)).json()
+    assert th["rate_limited"] is True
+    assert th["rejected_recently"] == refused
+    since = datetime.fromisoformat(th["rate_limited_since"])
+    assert since.tzinfo is not None
+    assert since <= datetime.fromisoformat(th["rate_limited_last"])
+    assert site.gateway.metrics.value("scgw_devices_rate_limited") == 1
+    metrics = (await site.call("GET", "/metrics")).text
+    assert "scgw_devices_rate_limited 1.0" in metrics
+    assert 'device_id="th-1"' not in metrics  # no per-device series
+
+
+async def test_unregistered_flooder_is_not_listed(site: Site) -> None:
+    limiter = site.gateway.limiter
+    for _ in range(site.gateway.settings.ingest.device_burst + 5):
+        limiter.allow("stray-9")
+    assert await _devices(site, "?status=rate_limited") == []
+    assert site.gateway.metrics.value("scgw_devices_rate_limited") == 1

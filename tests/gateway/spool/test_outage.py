@@ -107,6 +107,12 @@ async def seeded(server: PostgresServer, phones: Receiver, name: str) -> str:
     return db_url
 
 
+@pytest.mark.fault(
+    "PostgreSQL stopped for several seconds while telemetry (~200 msg/s) and a press flow",
+    checks="the press reaches its volunteer during the outage (degraded-mode text); after "
+    "restart every reading and the event are in the views exactly once, one alert with an "
+    "'notified during database outage' timeline entry, escalation continues from step 2",
+)
 async def test_press_is_notified_during_the_outage_and_everything_lands_once(
     pg_owned_server: PostgresServer,
     mosquitto: MosquittoServer,
@@ -225,6 +231,11 @@ async def test_press_is_notified_during_the_outage_and_everything_lands_once(
         await asyncio.wait_for(task, 30)
 
 
+@pytest.mark.fault(
+    "Database down and the spool full (8 KiB limit)",
+    checks="/readyz says spool full; readings left unacked at the broker, the press still "
+    "spooled and notified; after restart all readings and the event stored once",
+)
 async def test_full_spool_leaves_readings_at_the_broker_and_still_takes_the_press(
     pg_owned_server: PostgresServer,
     mosquitto: MosquittoServer,
