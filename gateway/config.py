@@ -169,7 +169,9 @@ class MqttSettings(_Section):
     # How many unacknowledged QoS 1 messages the broker may send each lane (MQTT v5 Receive
     # Maximum). Telemetry is acked per committed batch, so this bounds the batch pipeline.
     telemetry_inflight: int = Field(default=10000, ge=1, le=65535)
-    event_inflight: int = Field(default=1000, ge=1, le=65535)
+    # Large: the event lane takes everything the broker holds for it and serves devices in
+    # turn (gateway/ingest/fair.py), so one flooding device cannot hold a press at the broker.
+    event_inflight: int = Field(default=10000, ge=1, le=65535)
     max_payload_bytes: int = Field(default=64 * 1024, ge=256, le=16 * 1024 * 1024)
 
     @model_validator(mode="before")

@@ -20,6 +20,7 @@ from devices.mqtt_json import Kind, decode, parse_topic
 from devices.registry import RegistryCache
 from gateway.ingest.bus import EventBus
 from gateway.ingest.common import PoisonGuard, RejectionLog
+from gateway.ingest.fair import FairQueue
 from gateway.metrics import Metrics
 from gateway.mqtt.lane import Inbound, MqttLane
 from gateway.priority import UrgentGate
@@ -53,6 +54,7 @@ class EventIngest:
     ) -> None:
         self._gate = gate
         self._poison = PoisonGuard()
+        self._fair = FairQueue()  # per device, round robin: see gateway/ingest/fair.py
         self.busy = False  # a message taken from the lane is being handled (graceful stop)
         self._lane = lane
         self._store = store
@@ -74,25 +76,34 @@ class EventIngest:
         self._reject = RejectionLog(metrics, LANE)
 
     async def run(self) -> None:
-        while True:
-            message: Inbound | None = await self._lane.get()
-            self.busy = True
-            try:
-                # Telemetry steps aside until every queued event is stored and raised: held
-                # across the burst, so a flood does not switch telemetry off and on per message.
-                with self._gate.urgent() if self._gate else contextlib.nullcontext():
-                    while message is not None:
-                        self._metrics.queue_depth.labels(lane=LANE).set(self._lane.depth)
-                        await self._handle_one(message)
-                        message = self._lane.get_nowait()
-            finally:
-                self.busy = False
+        queue = self._fair
+        try:
+            while True:
+                if not queue:
+                    queue.extend([await self._lane.get()])
+                self.busy = True
+                try:
+                    # Telemetry steps aside until every queued event is stored and raised:
+                    # held across a burst, so a flood does not switch it off and on per message.
+                    with self._gate.urgent() if self._gate else contextlib.nullcontext():
+                        while True:
+                            queue.extend(self._lane.take_all())
+                            message = queue.pop()
+                            if message is None:
+                                break
+                            self._metrics.queue_depth.labels(lane=LANE).set(len(queue))
+                            await self._handle_one(message)
+                finally:
+                    self.busy = False
+        except asyncio.CancelledError:
+            self._lane.put_back(queue.drain())  # shutdown: kept for the next start
+            raise
 
     async def _handle_one(self, message: Inbound) -> None:
         try:
             await self.handle(message)
         except asyncio.CancelledError:
-            self._lane.put_back([message])  # shutdown: unless acked, kept for next start
+            self._fair.push_front(message)  # shutdown: handed back with the rest (run)
             raise
         except Exception:
             # A bug (see PoisonGuard): retried first in line by the restarted task; if it
@@ -100,7 +111,7 @@ class EventIngest:
             # reconnect) so the presses behind it still flow; set aside only once proven.
             verdict = self._poison.failed(PoisonGuard.key(message.topic, message.payload))
             if verdict == "retry":
-                self._lane.put_back([message])
+                self._fair.push_front(message)  # first in line for the restarted task
                 raise
             if verdict == "skip":
                 log.exception(

@@ -107,6 +107,7 @@ class TelemetryIngest:
                 self.busy = False
 
     async def _one_by_one(self, batch: list[Inbound]) -> None:
+        kept = 0
         for message in batch:
             try:
                 await self.handle_batch([message])
@@ -121,12 +122,17 @@ class TelemetryIngest:
                     self._reject(message.topic, Rejected(RejectReason.POISON, "handler failed"))
                     self._lane.ack(message)
                 else:
-                    log.exception(
-                        "handling failed on %s; kept unacked for a redelivery", message.topic[:128]
-                    )
+                    if not kept:  # one traceback per batch: a systemic fault fails them all
+                        log.exception(
+                            "handling failed on %s; kept unacked for a redelivery",
+                            message.topic[:128],
+                        )
+                    kept += 1
                     self._lane.skip([message])
             else:
                 self._poison.handled += 1
+        if kept > 1:
+            log.error("%d of %d messages kept unacked for a redelivery", kept, len(batch))
 
     async def handle_batch(self, batch: list[Inbound]) -> None:
         self._metrics.received.labels(lane=LANE).inc(len(batch))

@@ -319,13 +319,14 @@ class MqttLane:
         self._resume()
         return item
 
-    def get_nowait(self) -> Inbound | None:
-        """The next queued message, or None when the queue is empty."""
+    def take_all(self) -> list[Inbound]:
+        """Everything queued now (possibly nothing), in arrival order."""
         if not self.items:
-            return None
-        item = self.items.popleft()
+            return []
+        taken = list(self.items)
+        self.items.clear()
         self._resume()
-        return item
+        return taken
 
     async def get_batch(self, max_items: int, max_delay: float) -> list[Inbound]:
         """Wait for one message, then gather more until ``max_items`` or ``max_delay``."""
