@@ -86,12 +86,14 @@ class Dispatcher:
     async def run_due(self) -> list[StepReport]:
         """Claim what is due and run those steps concurrently (a slow channel for one alert
         does not hold up another alert's first notification)."""
+        # The claim is outside the urgent section: a poll that finds nothing (or a database
+        # that is away) must not hold bulk telemetry back.
+        claimed = await self.store.claim_due(
+            self.clock(), lease=self.settings.claim_lease, limit=CLAIM_BATCH
+        )
+        if not claimed:
+            return []
         with self._urgent():
-            claimed = await self.store.claim_due(
-                self.clock(), lease=self.settings.claim_lease, limit=CLAIM_BATCH
-            )
-            if not claimed:
-                return []
             async with asyncio.TaskGroup() as tg:
                 tasks = [tg.create_task(self.run_step(due)) for due in claimed]
             return [t.result() for t in tasks]

@@ -25,7 +25,7 @@ from devices.models import Reading
 from gateway.config import Settings
 from gateway.http.accept_routes import accept_router
 from gateway.metrics import Metrics
-from gateway.priority import UrgentGate
+from gateway.priority import URGENT, UrgentGate
 from gateway.storage.base import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,12 @@ class Alerting:
             self.store, self.engine, DirectoryLookup(self.store, self.directory)
         )
 
+    async def _run_dispatcher(self) -> None:
+        # Its statements go first in the SQLite writer's queue (URGENT, this task only); the
+        # gate that also pauses telemetry is held only while claimed steps are sent.
+        URGENT.set(True)
+        await self.dispatcher.run()
+
     def router(self) -> APIRouter:
         return accept_router(self.accept)
 
@@ -111,7 +117,7 @@ class Alerting:
         """After the store is open: load the registry, connect the publisher, start tasks."""
         await self.directory.refresh(self.store)
         await self.publisher.start()
-        supervise("dispatcher", self.dispatcher.run)
+        supervise("dispatcher", self._run_dispatcher)
         supervise("directory-refresh", self._refresh_directory)
         cfg = self.settings.alerts
         supervise(
