@@ -135,9 +135,11 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 # -- scgw users -----------------------------------------------------------------------------------
 def cmd_users_add(args: argparse.Namespace) -> int:
+    import getpass
     from datetime import UTC, datetime
     from typing import cast
 
+    from gateway.audit import AuditAction, Auditor, AuditStore
     from gateway.storage.factory import open_store
     from gateway.users import (
         UserExistsError,
@@ -162,6 +164,16 @@ def cmd_users_add(args: argparse.Namespace) -> int:
         try:
             users = cast(UserStore, store)  # both backends implement the user store
             await users.create_user(name, role, hash_secret(token), datetime.now(UTC))
+            # A login made at the console is a human action too: on the record, with the
+            # operating-system account that made it.
+            await Auditor(cast(AuditStore, store)).record(
+                actor=f"os:{getpass.getuser()}",
+                role="console",
+                action=AuditAction.USER_CREATE,
+                target_kind="user",
+                target_id=name,
+                detail={"role": role.value, "via": "scgw users add"},
+            )
         except UserExistsError:
             print(f"scgw users add: user {name!r} exists / 用户已存在", file=sys.stderr)
             return EXIT_FAILED

@@ -7,18 +7,20 @@ from typing import cast
 
 import pytest
 
+from gateway.audit import AuditEntry, AuditQuery, AuditStore
 from gateway.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from gateway.storage.factory import open_store
 from gateway.users import Role, User, UserStore, hash_secret
 
 
-async def _lookup(url: str, token: str) -> tuple[User | None, str]:
+async def _lookup(url: str, token: str) -> tuple[User | None, str, list[AuditEntry]]:
     store = open_store(url)
     await store.open()
     try:
         user = await cast(UserStore, store).user_by_token(hash_secret(token))
         rows = await store.query("SELECT token_hash FROM users")
-        return user, repr(rows)
+        audit = await cast(AuditStore, store).audit_entries(AuditQuery(target_kind="user"))
+        return user, repr(rows), audit
     finally:
         await store.close()
 
@@ -30,10 +32,15 @@ def test_users_add_prints_a_working_token_once(
     out = capsys.readouterr().out
     token = out.strip().splitlines()[-1]
     assert token.startswith("scgw_")
-    user, stored = asyncio.run(_lookup(sqlite_url, token))
+    user, stored, audit = asyncio.run(_lookup(sqlite_url, token))
     assert user is not None
     assert (user.name, user.role) == ("王芳", Role.DUTY)
     assert token not in stored  # only the hash is kept
+    # On the audit record, with who made it at the console; never the token.
+    [entry] = audit
+    assert (entry.action, entry.target_id, entry.role) == ("user.create", "王芳", "console")
+    assert entry.actor.startswith("os:")
+    assert token not in entry.detail
 
     assert main(["users", "add", "王芳", "--role", "viewer", "--db", sqlite_url]) == EXIT_FAILED
     assert "exists" in capsys.readouterr().err
