@@ -19,13 +19,13 @@ import contextlib
 import shutil
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .ports import HOST, free_port
+from .ports import HOST
 from .process import (
+    BindFailedError,
     ManagedService,
     ServiceError,
     ServiceUser,
@@ -167,49 +167,17 @@ class MosquittoServer(ManagedService):
     def pid(self) -> int | None:
         return self._proc.pid if self.running and self._proc is not None else None
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     # ---------------------------------------------------------------- lifecycle
-    def start(self) -> None:
-        """Start the broker and return once it answers an MQTT CONNECT."""
-        if self._closed:
-            raise ServiceError("MosquittoServer is closed")
-        if self.running:
-            return
-        attempts = 1 if self._ever_started else 3  # a restart must keep its port
-        for attempt in range(attempts):
-            self._write_config()
-            try:
-                self._launch_and_wait()
-            except _BindFailedError:
-                if attempt == attempts - 1:
-                    raise
-                self._port = free_port()
-                continue
-            self._ever_started = True
-            return
+    # start(): returns once the broker answers an MQTT CONNECT. stop(): SIGTERM is a clean
+    # shutdown — mosquitto saves its persistence file, then exits.
+    _name = "mosquitto"
+    _stop_signal = signal.SIGTERM
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Clean shutdown (SIGTERM): mosquitto saves its persistence file, then exits."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                kill_group(proc)
-                self._proc = None
-                raise ServiceError(
-                    f"mosquitto did not stop within {timeout:.0f}s; killed.\n{tail(self.log_path)}"
-                ) from None
-        self._proc = None
+    def _prepare(self) -> None:
+        self._write_config()
 
     def kill(self) -> None:
         """SIGKILL (crash): whatever changed since the last autosave is lost."""
@@ -279,7 +247,7 @@ class MosquittoServer(ManagedService):
                     self.log_path, log_offset
                 )
                 if "Address already in use" in output:
-                    raise _BindFailedError(output)
+                    raise BindFailedError(output)
                 raise ServiceError(
                     f"mosquitto exited with {proc.returncode} during start on port "
                     f"{self._port}:\n{output}\nconfig {self.config_path}:\n{self.config_text()}"
@@ -304,7 +272,3 @@ def _read_from(path: Path, offset: int) -> str:
             return f.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
-
-
-class _BindFailedError(ServiceError):
-    """The port was taken between choosing it and binding it (another xdist worker)."""

@@ -27,8 +27,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from .ports import HOST, free_port
+from .ports import HOST
 from .process import (
+    BindFailedError,
     ManagedService,
     ServiceError,
     ServiceUser,
@@ -145,10 +146,6 @@ class PostgresServer(ManagedService):
         """PID of the postmaster while it runs."""
         return self._proc.pid if self.running and self._proc is not None else None
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@{HOST}:{self._port}/{dbname}"
 
@@ -156,44 +153,20 @@ class PostgresServer(ManagedService):
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     # ---------------------------------------------------------------- lifecycle
-    def start(self) -> None:
-        """Start (initdb on first use) and return once it accepts connections."""
-        if self._closed:
-            raise ServiceError("PostgresServer is closed")
-        if self.running:
-            return
+    # start(): initdb on first use, returns once it accepts connections. stop(): SIGINT is
+    # PostgreSQL's "fast" shutdown — abort transactions, write a checkpoint, exit.
+    _name = "PostgreSQL"
+    _stop_signal = signal.SIGINT
+
+    def _prepare(self) -> None:
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
-        attempts = 1 if self._ever_started else 3  # a restart must keep its port
-        for attempt in range(attempts):
-            try:
-                self._launch_and_wait()
-            except _BindFailedError:
-                if attempt == attempts - 1:
-                    raise
-                self._port = free_port()
-                continue
-            self._ever_started = True
-            return
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Fast shutdown (SIGINT): abort transactions, write a checkpoint, exit."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # "fast" shutdown
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                kill_group(proc)
-                self._proc = None
-                self._remove_stale_locks()
-                raise ServiceError(
-                    f"PostgreSQL did not stop within {timeout:.0f}s; killed.\n{tail(self.log_path)}"
-                ) from None
-        kill_group(proc)  # backends normally exit with the postmaster; make sure
-        self._proc = None
+    def _after_stop(self, proc: subprocess.Popen[bytes], *, killed: bool) -> None:
+        if killed:
+            self._remove_stale_locks()
+        else:
+            kill_group(proc)  # backends normally exit with the postmaster; make sure
 
     def kill(self) -> None:
         """SIGKILL the postmaster and all its backends (crash); ``start()`` recovers."""
@@ -266,7 +239,7 @@ class PostgresServer(ManagedService):
                 self._proc = None
                 new_log = self._log_since(log_offset)
                 if _BIND_FAILURE.search(new_log):
-                    raise _BindFailedError(new_log)
+                    raise BindFailedError(new_log)
                 raise ServiceError(
                     f"PostgreSQL exited with {proc.returncode} during start on port "
                     f"{self._port}; log {self.log_path}:\n{tail(self.log_path)}"
@@ -386,7 +359,3 @@ def _template_cluster(binaries: PostgresBinaries, user: ServiceUser | None, time
             )
         _templates[binaries.bindir] = data
         return data
-
-
-class _BindFailedError(ServiceError):
-    """The port was taken between choosing it and binding it (another xdist worker)."""

@@ -259,6 +259,10 @@ def _close_leftovers() -> None:
             server.close()
 
 
+class BindFailedError(ServiceError):
+    """The port was taken between choosing it and binding it (another xdist worker)."""
+
+
 class ManagedService:
     """What the broker and the database servers share: restart, close (stop, or kill if it
     will not stop, then delete the folder) and use as a context manager. Subclasses set
@@ -290,11 +294,68 @@ class ManagedService:
     def root_dir(self) -> Path:
         return self._root
 
-    def start(self) -> None:
+    _name: str  # for messages: "mosquitto", "PostgreSQL"
+    _stop_signal: signal.Signals  # the server's clean (or fast) shutdown
+
+    @property
+    def log_path(self) -> Path:
         raise NotImplementedError
 
-    def stop(self, timeout: float = 30.0) -> None:
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _prepare(self) -> None:
+        """Before every launch attempt (write the config, initdb on first use, ...)."""
+
+    def _launch_and_wait(self) -> None:
+        """Spawn the server and return once it answers; BindFailedError if the port was
+        taken meanwhile."""
         raise NotImplementedError
+
+    def _after_stop(self, proc: subprocess.Popen[bytes], *, killed: bool) -> None:
+        """Once the process has stopped (``killed``: it would not, and was killed)."""
+
+    def start(self) -> None:
+        """Start the server and return once it answers. A port taken by someone else in the
+        meantime gets a new one — on the first start only: a restart must keep its port."""
+        if self._closed:
+            raise ServiceError(f"{type(self).__name__} is closed")
+        if self.running:
+            return
+        attempts = 1 if self._ever_started else 3
+        for attempt in range(attempts):
+            self._prepare()
+            try:
+                self._launch_and_wait()
+            except BindFailedError:
+                if attempt == attempts - 1:
+                    raise
+                self._port = free_port()
+                continue
+            self._ever_started = True
+            return
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ask the server to shut down (``_stop_signal``); killed if it has not within
+        ``timeout`` (then ServiceError)."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(self._stop_signal)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                kill_group(proc)
+                self._proc = None
+                self._after_stop(proc, killed=True)
+                raise ServiceError(
+                    f"{self._name} did not stop within {timeout:.0f}s; killed.\n"
+                    f"{tail(self.log_path)}"
+                ) from None
+        self._after_stop(proc, killed=False)
+        self._proc = None
 
     def restart(self) -> None:
         """Clean stop and start again on the same port with the same data."""
