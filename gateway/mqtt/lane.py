@@ -11,7 +11,8 @@ received chunk. paho still does all publishing (gateway/mqtt/client.py).
 Promises kept from the paho version:
 - persistent session: clean start off, a session expiry (v5) / clean session off (3.1.1), a
   stable client id — whatever is unacked when the process dies is redelivered;
-- PUBACK only when the consumer says the message is stored, in arrival order;
+- PUBACK only when the consumer says the message is stored (in the order it says so: the
+  telemetry lane acks in arrival order, the event lane per device — gateway/ingest/fair.py);
 - an ack for a connection that has since dropped is never sent: its packet id may already name
   a different message on the new connection;
 - ready only after SUBACK; reconnect with jittered exponential backoff.
@@ -215,6 +216,15 @@ class _Connection(asyncio.Protocol):
             self._acks.clear()
             self.send(data)
 
+    def disconnect(self) -> None:
+        """Acks queued for this loop turn first, then a normal DISCONNECT, which keeps the
+        session (unacked messages come back on the next connection). The broker closes the
+        socket after reading it: closing first could send it an RST (if bytes were still
+        unread on our side), and an RST makes the broker's kernel discard what it had not
+        yet read — the last acks."""
+        self.flush_acks()
+        self.send(wire.encode_disconnect())
+
     def resume_if_drained(self, depth: int) -> None:
         if self.full and depth <= LOW_WATER:
             self.full = False
@@ -234,7 +244,7 @@ class _Connection(asyncio.Protocol):
 
 
 class MqttLane:
-    """A persistent-session subscriber with manual, in-order acknowledgement."""
+    """A persistent-session subscriber with manual acknowledgement."""
 
     def __init__(
         self,
@@ -286,13 +296,7 @@ class MqttLane:
             self._redeliver = None
         conn = self._conn
         if conn is not None and conn.transport is not None:
-            # Acks queued for this loop iteration go first; a normal DISCONNECT then keeps
-            # the session: unacked messages come back on the next start.
-            conn.flush_acks()
-            conn.send(wire.encode_disconnect())
-            # The broker closes after reading DISCONNECT. Closing first could send it an RST
-            # (if bytes were still unread on our side), and an RST makes the broker's kernel
-            # discard what it had not yet read: the last acks.
+            conn.disconnect()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(conn.closed), STOP_TIMEOUT)
         if task is not None:
@@ -380,9 +384,7 @@ class MqttLane:
         if conn is None or conn.transport is None:
             return  # already reconnecting: the redelivery happens anyway
         log.warning("mqtt lane %s: reconnecting so the broker resends skipped messages", self.name)
-        conn.flush_acks()
-        conn.send(wire.encode_disconnect())
-        conn.transport.close()
+        conn.disconnect()  # the broker closes; the connection loop then reconnects
 
     def hold(self, held: bool) -> None:
         """Stop (True) or resume (False) reading the socket; the broker keeps what is not
