@@ -486,3 +486,27 @@ def token_row(t: AcceptToken) -> tuple[Any, ...]:
 def new_alert_row(new: NewAlert) -> tuple[Any, ...]:
     values = new_alert_values(new)
     return tuple(values[c] for c in _NEW_COLUMNS)
+
+
+class AlertReads:
+    """The alert queries both backends share; each runs SQL through its own ``_alerts``."""
+
+    async def _alerts(self, sql: str, params: Sequence[Any]) -> list[Alert]:
+        raise NotImplementedError
+
+    async def active_alerts(
+        self, *, device_id: str | None = None, resident_id: str | None = None
+    ) -> list[Alert]:
+        return await self._alerts(*active_query(device_id, resident_id))
+
+    async def list_alerts(
+        self,
+        *,
+        states: Sequence[AlertState] = (),
+        priorities: Sequence[Priority] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Alert]:
+        return await self._alerts(*list_query(states, priorities, since, until, limit, offset))

@@ -33,7 +33,6 @@ from alerts.models import (
     NewAlert,
     OpenResult,
     Outcome,
-    Priority,
     TimelineEntry,
     TokenStatus,
 )
@@ -88,7 +87,7 @@ def _ps(values: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(_p(v) for v in values)
 
 
-class PostgresAlerts:
+class PostgresAlerts(a.AlertReads):
     """AlertStore methods; the host class provides the connection pool."""
 
     if TYPE_CHECKING:
@@ -148,23 +147,6 @@ class PostgresAlerts:
             cur = await conn.execute(pg(sql), _ps(params))
             rows = await cur.fetchall()
         return [a.alert_from_row(r) for r in rows]
-
-    async def active_alerts(
-        self, *, device_id: str | None = None, resident_id: str | None = None
-    ) -> list[Alert]:
-        return await self._alerts(*a.active_query(device_id, resident_id))
-
-    async def list_alerts(
-        self,
-        *,
-        states: Sequence[AlertState] = (),
-        priorities: Sequence[Priority] = (),
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[Alert]:
-        return await self._alerts(*a.list_query(states, priorities, since, until, limit, offset))
 
     # -- timeline ----------------------------------------------------------------------------
     async def timeline(self, alert_id: str) -> list[TimelineEntry]:

@@ -23,7 +23,6 @@ from alerts.models import (
     NewAlert,
     OpenResult,
     Outcome,
-    Priority,
     TimelineEntry,
     TokenStatus,
 )
@@ -52,7 +51,7 @@ def _is_unique_violation(exc: sqlite3.IntegrityError) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_CONSTRAINT_UNIQUE
 
 
-class SqliteAlerts:
+class SqliteAlerts(a.AlertReads):
     """AlertStore methods; the host class provides the worker thread and transactions."""
 
     if TYPE_CHECKING:
@@ -115,23 +114,6 @@ class SqliteAlerts:
             return [a.alert_from_row(r) for r in conn.execute(sql, args).fetchall()]
 
         return await self._run(read)
-
-    async def active_alerts(
-        self, *, device_id: str | None = None, resident_id: str | None = None
-    ) -> list[Alert]:
-        return await self._alerts(*a.active_query(device_id, resident_id))
-
-    async def list_alerts(
-        self,
-        *,
-        states: Sequence[AlertState] = (),
-        priorities: Sequence[Priority] = (),
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[Alert]:
-        return await self._alerts(*a.list_query(states, priorities, since, until, limit, offset))
 
     # -- timeline ----------------------------------------------------------------------------
     async def timeline(self, alert_id: str) -> list[TimelineEntry]:
