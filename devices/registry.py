@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
+
+from devices.records import DeviceRecord, ResidentRecord, ResponderRecord
 
 
 class _Lookup(Protocol):
@@ -64,3 +66,33 @@ class RegistryCache:
         while len(self._unknown) > self.MAX_NEGATIVE:
             self._unknown.popitem(last=False)
         return False
+
+
+class RegistryView(Protocol):
+    """The registry as every part of the gateway sees it (ingest, alerts, the HTTP side).
+
+    One implementation lives in the runtime (``gateway``), which keeps it fresh: a change
+    committed by ``scgw import``, the API or another instance is seen at the next message,
+    never after a cache timer. Reads are synchronous and answer from memory; ``refresh``
+    is the one cheap check (a version number in the database) that brings it up to date,
+    and while the database is away it keeps the last snapshot rather than raising.
+    """
+
+    @property
+    def devices(self) -> Mapping[str, DeviceRecord]: ...
+
+    @property
+    def residents(self) -> Mapping[str, ResidentRecord]: ...
+
+    @property
+    def responders(self) -> Mapping[str, ResponderRecord]: ...
+
+    def device(self, device_id: str | None) -> DeviceRecord | None: ...
+
+    def resident(self, resident_id: str | None) -> ResidentRecord | None: ...
+
+    def resident_of(self, device_id: str | None) -> ResidentRecord | None: ...
+
+    async def refresh(self) -> None:
+        """See every change committed so far (cheap when nothing changed); never raises for
+        an unreachable database (the last snapshot stays)."""

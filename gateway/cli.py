@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     from simulators.cli_sim import add_sim_commands  # sim fleet, responders, scenario
 
     add_sim_commands(sim_sub)
-    from gateway.bench.cli import add_bench_command  # scgw bench
+    from bench.cli import add_bench_command  # scgw bench
 
     add_bench_command(sub)
     return parser

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: ruff, mypy, then pytest on 2 workers against real mosquitto and
+# The test command: ruff, mypy, the layering check (import-linter), then pytest on 2 workers against real mosquitto and
 # PostgreSQL servers that the test suite starts itself (free ports, temporary folders).
 #
 #   bash scripts/test.sh                 # everything
@@ -80,6 +80,8 @@ say "ruff check ."
 .venv/bin/ruff check .
 say "mypy"
 .venv/bin/mypy
+say "lint-imports (layering: the domain imports nothing from the runtime)"
+.venv/bin/lint-imports
 
 say "pytest -n 2 $*"
 status=0

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from bench.services.postgres import PostgresServer
 from devices.codecs import Skipped
 from devices.feedback import Feedback, FeedbackKind
 from devices.models import DeviceType
@@ -25,7 +26,6 @@ from devices.serial_frame import (
     TelemetryFrame,
     encode,
 )
-from gateway.bench.services.postgres import PostgresServer
 from gateway.metrics import Metrics
 from gateway.serial.reader import SerialPortReader
 from simulators.serial_device import PtyLine, SerialSimulator, TcpLine

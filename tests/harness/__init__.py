@@ -7,7 +7,7 @@ services (PostgreSQL on 5432, mosquitto on 1883).
 Modules: ``ports`` (free TCP ports), ``waiting`` (deadline-based waiting instead of sleeps),
 ``process`` (child processes, service users, process groups), ``postgres`` (PostgresServer),
 ``mosquitto`` (MosquittoServer), ``gateway_process``, ``webhook``. The servers, waiting, the
-gateway process and the webhook are shared with ``scgw bench`` and live in ``gateway.bench``;
+gateway process and the webhook are shared with ``scgw bench`` and live in ``bench``;
 these modules re-export them. Test-only helpers (``proxy``) live here.
 """
 

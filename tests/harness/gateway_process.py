@@ -1,6 +1,6 @@
-"""The gateway as a separate process: the code lives in ``gateway.bench.gateway_process``
+"""The gateway as a separate process: the code lives in ``bench.gateway_process``
 (``scgw bench`` runs the gateway the same way); this module keeps the tests' imports working."""
 
-from gateway.bench.gateway_process import GatewayProcess
+from bench.gateway_process import GatewayProcess
 
 __all__ = ["GatewayProcess"]

@@ -1,8 +1,8 @@
-"""The tests' private mosquitto broker: the code lives in ``gateway.bench.services.mosquitto``
+"""The tests' private mosquitto broker: the code lives in ``bench.services.mosquitto``
 (``scgw bench`` starts the same broker from the shipped config); this module keeps the tests'
 imports working."""
 
-from gateway.bench.services.mosquitto import (
+from bench.services.mosquitto import (
     BROKER_USER,
     REPO_ROOT,
     SHIPPED_CONFIG,

@@ -1,7 +1,7 @@
-"""The tests' private PostgreSQL server: the code lives in ``gateway.bench.services.postgres``
+"""The tests' private PostgreSQL server: the code lives in ``bench.services.postgres``
 (``scgw bench`` starts the same server); this module keeps the tests' imports working."""
 
-from gateway.bench.services.postgres import (
+from bench.services.postgres import (
     DEFAULT_SETTINGS,
     SUPERUSER,
     PostgresBinaries,

@@ -1,8 +1,8 @@
-"""Child processes of the test servers: the code lives in ``gateway.bench.services.process``
+"""Child processes of the test servers: the code lives in ``bench.services.process``
 (``scgw bench`` starts the same servers); this module keeps the tests' imports working.
 ``HarnessError`` is the package's ``ServiceError`` under the name the tests know."""
 
-from gateway.bench.services.process import (
+from bench.services.process import (
     KEEP_DIRS_ENV,
     TMPDIR_ENV,
     ServiceUser,
@@ -21,7 +21,7 @@ from gateway.bench.services.process import (
     untrack,
     wait_group_gone,
 )
-from gateway.bench.services.process import ServiceError as HarnessError
+from bench.services.process import ServiceError as HarnessError
 
 __all__ = [
     "KEEP_DIRS_ENV",

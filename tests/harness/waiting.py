@@ -1,7 +1,7 @@
 """Deadline-based waiting (``wait_for``, ``wait_until``): the code lives in
-``gateway.bench.waiting`` (``scgw bench`` waits the same way); this module keeps the tests'
+``bench.waiting`` (``scgw bench`` waits the same way); this module keeps the tests'
 imports working. A timeout raises ``WaitTimeout``, an ``AssertionError``."""
 
-from gateway.bench.waiting import WaitTimeout, wait_for, wait_until
+from bench.waiting import WaitTimeout, wait_for, wait_until
 
 __all__ = ["WaitTimeout", "wait_for", "wait_until"]

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from bench.services.postgres import PostgresServer
 from devices.models import DeviceType
 from devices.records import DeviceRecord
-from gateway.bench.services.postgres import PostgresServer
 from gateway.config import load_settings
 from gateway.runtime import Gateway
 from tests.gateway.conftest import Publisher

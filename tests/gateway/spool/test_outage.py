@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from alerts.models import AlertState
+from bench.services.postgres import PostgresServer
 from devices.models import DeviceType
-from gateway.bench.services.postgres import PostgresServer
 from gateway.config import Settings, load_settings
 from gateway.runtime import Gateway
 from tests.alerts.conftest import seed_community

@@ -7,9 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
-
-import httpx
 
 
 class GatewayProcess:
@@ -34,11 +34,14 @@ class GatewayProcess:
 
     def ready(self) -> bool:
         """/readyz says 200: subscribed on both lanes, database reachable."""
+        # The standard library, not httpx: `scgw bench` must run after the plain install,
+        # where test extras are absent.
+        url = f"http://127.0.0.1:{self.http_port}/readyz"
         try:
-            response = httpx.get(f"http://127.0.0.1:{self.http_port}/readyz", timeout=2)
-        except httpx.TransportError:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):  # HTTPError (503) is a URLError
             return False
-        return response.status_code == 200
 
     def exited(self) -> int | None:
         """The exit status once the process has ended, else None."""

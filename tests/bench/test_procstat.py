@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from gateway.bench.procstat import (
+from bench.procstat import (
     ProcStatError,
     cpu_seconds,
     parse_stat_cpu,

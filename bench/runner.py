@@ -34,16 +34,16 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from bench.gateway_process import GatewayProcess
+from bench.loadgen import load_device_id
+from bench.procstat import ProcStatError, cpu_seconds, peak_rss_bytes
+from bench.report import BackendResult, Latency, Telemetry, Usage, steady_rate
+from bench.services import MosquittoServer, PostgresServer, ServiceError, free_port
+from bench.services.process import tail
+from bench.waiting import WaitTimeout, wait_for
+from bench.webhook import Receiver, Request, running_receiver
 from devices.models import DeviceType
 from devices.records import DeviceRecord, ResidentRecord, ResponderRecord
-from gateway.bench.gateway_process import GatewayProcess
-from gateway.bench.loadgen import load_device_id
-from gateway.bench.procstat import ProcStatError, cpu_seconds, peak_rss_bytes
-from gateway.bench.report import BackendResult, Latency, Telemetry, Usage, steady_rate
-from gateway.bench.services import MosquittoServer, PostgresServer, ServiceError, free_port
-from gateway.bench.services.process import tail
-from gateway.bench.waiting import WaitTimeout, wait_for
-from gateway.bench.webhook import Receiver, Request, running_receiver
 from gateway.storage.base import Store
 from gateway.storage.factory import open_store
 from simulators.mqtt_client import connect_publisher
@@ -109,7 +109,7 @@ class _Ids:
 
 
 class _Loads:
-    """Telemetry generator processes (``python -m gateway.bench.loadgen``) started together."""
+    """Telemetry generator processes (``python -m bench.loadgen``) started together."""
 
     def __init__(self, procs: list[asyncio.subprocess.Process]) -> None:
         self._procs = procs
@@ -124,7 +124,7 @@ class _Loads:
             await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "gateway.bench.loadgen",
+                "bench.loadgen",
                 "--host",
                 host,
                 "--port",

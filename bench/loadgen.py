@@ -9,7 +9,7 @@ spreads the load over any number of devices, as a real fleet does. Each packet i
 once (topic, packet id, JSON payload with a unique ``ts`` per device); sending is one
 ``sendall`` of many packets per tick, counting the broker's PUBACKs as they come back.
 
-Run as ``python -m gateway.bench.loadgen --port P --id-prefix X --devices N --rate R
+Run as ``python -m bench.loadgen --port P --id-prefix X --devices N --rate R
 --duration S``. It connects, prints ``ready`` and waits for a line on stdin (so several
 generators start together), then prints one JSON line: ``sent``, ``acked`` (PUBACKed by the
 broker), ``seconds``, ``cpu_seconds``. Exit 0 when every message was acked.

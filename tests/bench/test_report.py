@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gateway.bench.report import (
+from bench.report import (
     BackendResult,
     BenchReport,
     Latency,

@@ -132,8 +132,8 @@ def _backends(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from gateway.bench.report import BenchReport, format_table
-    from gateway.bench.runner import LOADED_SHARE, BenchError, BenchOptions, run_backend
+    from bench.report import BenchReport, format_table
+    from bench.runner import LOADED_SHARE, BenchError, BenchOptions, run_backend
 
     parser: argparse.ArgumentParser = args.bench_parser
     backends = _backends(args)

@@ -7,9 +7,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from devices.models import Telemetry
-from devices.mqtt_json import decode, parse_topic
-from gateway.bench.loadgen import (
+from bench.loadgen import (
     LoadError,
     LoadSpec,
     _Acks,
@@ -18,6 +16,8 @@ from gateway.bench.loadgen import (
     packets,
     remaining_length,
 )
+from devices.models import Telemetry
+from devices.mqtt_json import decode, parse_topic
 
 
 def _spec(devices: int = 3) -> LoadSpec:
