@@ -43,7 +43,7 @@ from alerts.rules import (
 )
 from alerts.store import AlertStore
 from alerts.thresholds import ThresholdTracker
-from devices.feedback import Feedback, FeedbackKind, FeedbackRouter
+from devices.feedback import DeviceFeedback, Feedback, FeedbackKind
 from devices.models import DeviceType, Event, Reading
 from gateway.storage.base import Store
 
@@ -110,7 +110,7 @@ class AlertEngine:
         store: EngineStore,
         settings: AlertsSettings,
         directory: Directory,
-        feedback: FeedbackRouter,
+        feedback: DeviceFeedback,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         wake_dispatcher: Callable[[], None] = lambda: None,
     ) -> None:
@@ -376,22 +376,11 @@ class AlertEngine:
         return ActionOutcome(ActionStatus.CLOSED, alert)
 
     async def _tell_device(self, alert: Alert, kind: FeedbackKind, seq: int | None) -> None:
+        """Queued, never awaited: a slow or absent downlink must not hold the ack of this
+        event or the handling of any other (the queue records the outcome on the timeline)."""
         if alert.device_id is None:
             return
-        sent = await self.feedback.send(
-            Feedback(alert.device_id, kind, alert.id, alert.source, seq=seq)
-        )
-        await self.store.add_timeline(
-            [
-                TimelineEntry(
-                    alert.id,
-                    self.clock(),
-                    "system",
-                    "device_feedback",
-                    detail_json(cmd=kind.value, sent=sent),
-                )
-            ]
-        )
+        self.feedback.tell(Feedback(alert.device_id, kind, alert.id, alert.source, seq=seq))
 
     # -- periodic checks ----------------------------------------------------------------------
     async def check_offline(self) -> int:

@@ -5,7 +5,7 @@ Every source turns its input into the typed messages of ``devices.models`` (``Ev
 how a device is named on the wire, so a codec never looks up the registry itself: it says
 *where* the input came from as a ``DeviceAddress`` and builds its messages for a provisional
 device id (``address.pending_id()``). The pipeline then resolves the address through the
-registry (``devices.index.AddressIndex``) and either binds the messages to the registered
+registry (``gateway.registry.LiveRegistry``) and either binds the messages to the registered
 device (``Decoded.bind``) or keeps them aside in the pending list (``Decoded.sightings``).
 
 Two shapes of codec exist:
@@ -35,9 +35,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from devices.models import DEVICE_ID_RE, DeviceMessage, Event, PendingSighting, Telemetry
+from devices.models import (
+    ALARM_EVENTS,
+    DEVICE_ID_RE,
+    DeviceMessage,
+    Event,
+    PendingSighting,
+    Telemetry,
+)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+NATIVE_SOURCE = "mqtt"  # the native topics: the device id is in the topic
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +62,10 @@ class DeviceAddress:
         Technicians adopt a pending device by registering its address (serial port and
         address, zigbee name, SIA account and zone); this id only has to be unique and
         readable. Unsafe characters become ``_`` and a short hash keeps such ids distinct.
+        A native MQTT device names itself: its id is its address.
         """
+        if self.source == NATIVE_SOURCE and len(self.key) == 1 and DEVICE_ID_RE.match(self.key[0]):
+            return self.key[0]
         text = "-".join((self.source, *self.key))
         safe = _UNSAFE.sub("_", text)
         if safe != text or len(safe) > 64:
@@ -83,15 +94,28 @@ class Decoded:
 
     address: DeviceAddress
     messages: tuple[DeviceMessage, ...]
-    raw: str
+    raw: str | bytes  # bytes: the payload as received, decoded only if a sighting needs it
     problems: tuple[str, ...] = ()
 
+    @property
+    def has_event(self) -> bool:
+        return any(type(m) is Event for m in self.messages)
+
+    @property
+    def alarm(self) -> bool:
+        """Carries an alarm event (SPEC: these take the event path ahead of everything)."""
+        return any(type(m) is Event and m.type in ALARM_EVENTS for m in self.messages)
+
     def bind(self, device_id: str) -> tuple[DeviceMessage, ...]:
+        if device_id == self.address.pending_id():
+            return self.messages  # built for this id already (native topics)
         return tuple(rebind(m, device_id) for m in self.messages)
 
     def sightings(self) -> list[PendingSighting]:
         """The pending-list entries of an unregistered device (one per message)."""
         out: list[PendingSighting] = []
+        raw = self.raw if isinstance(self.raw, str) else self.raw.decode("utf-8", "replace")
+        raw = raw[:4096]
         for message in self.messages:
             if isinstance(message, Event):
                 kind, event_type = "event", message.type
@@ -99,9 +123,7 @@ class Decoded:
                 kind, event_type = "telemetry", None
             else:
                 kind, event_type = "status", None
-            out.append(
-                PendingSighting(message.device_id, message.ts, kind, self.raw[:4096], event_type)
-            )
+            out.append(PendingSighting(message.device_id, message.ts, kind, raw, event_type))
         return out
 
 

@@ -478,6 +478,14 @@ def address(account: str, zone: str | None) -> DeviceAddress:
     return DeviceAddress(SOURCE, (account.strip().upper(), normalise_zone(zone)))
 
 
+def account_address(where: DeviceAddress) -> DeviceAddress | None:
+    """For a zone's address, the address of its whole account (a device registered with an
+    account and no zone takes all of that account's zones); None for anything else."""
+    if where.source != SOURCE or len(where.key) != 2 or not where.key[1]:
+        return None
+    return DeviceAddress(SOURCE, (where.key[0], ""))
+
+
 def _strip_account(data: str) -> str:
     if data.startswith("#") and "|" in data:
         return data.split("|", 1)[1]

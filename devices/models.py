@@ -32,6 +32,22 @@ class EventType(StrEnum):
     RESTORE = "restore"
 
 
+# SPEC (Intake): alarms go the event path, fair between devices and ahead of readings,
+# whatever transport brought them.
+ALARM_EVENTS = frozenset(
+    {
+        EventType.SOS,
+        EventType.FALL,
+        EventType.SMOKE,
+        EventType.GAS,
+        EventType.CO,
+        EventType.WATER_LEAK,
+        EventType.HIGH_TEMP,
+        EventType.TAMPER,
+    }
+)
+
+
 class DeviceType(StrEnum):
     SOS_BUTTON = "sos_button"
     PENDANT = "pendant"

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from devices.codec import Rejected, RejectReason
+from devices.codecs import NATIVE_SOURCE, Decoded, DeviceAddress
 from devices.models import (
     DEVICE_ID_RE,
     DeviceState,
@@ -261,3 +262,22 @@ def _decode_status(device_id: str, payload: bytes, received_at: datetime) -> Sta
     except ValidationError as err:
         raise Rejected(RejectReason.INVALID_PAYLOAD, _explain(err)) from None
     return Status(device_id, msg.state, received_at, fw=msg.fw, battery=msg.battery)
+
+
+class MqttJsonCodec:
+    """The native topics as a ``TopicCodec`` like any other dialect: the device names itself
+    in the topic, so its address is its id (``DeviceAddress("mqtt", (id,))``)."""
+
+    name = NATIVE_SOURCE
+
+    def __init__(self, prefix: str = "scgw", *, max_bytes: int = 64 * 1024) -> None:
+        self.prefix = prefix
+        self.max_bytes = max_bytes
+
+    def subscriptions(self) -> list[str]:
+        return [f"{self.prefix}/+/{kind.value}" for kind in Kind]
+
+    def decode(self, topic: str, payload: bytes, received_at: datetime) -> Decoded:
+        parsed = parse_topic(topic, self.prefix)
+        message = decode(parsed, payload, received_at, max_bytes=self.max_bytes)
+        return Decoded(DeviceAddress(NATIVE_SOURCE, (parsed.device_id,)), (message,), payload)

@@ -20,17 +20,17 @@ from alerts.directory import Directory
 from alerts.dispatcher import Dispatcher, StepReport
 from alerts.engine import AlertEngine, EngineStore
 from alerts.outage import OutageDispatcher
-from devices.feedback import Feedback, FeedbackRouter
+from devices.feedback import Delivery, Feedback, FeedbackQueue
 from devices.models import Reading
 from gateway.config import Settings
 from gateway.http.accept_routes import accept_router
 from gateway.metrics import Metrics
 from gateway.priority import URGENT, UrgentGate
+from gateway.registry import LiveRegistry
 from gateway.storage.base import Store, StoreError
 
 log = logging.getLogger(__name__)
 
-DIRECTORY_REFRESH = 30.0
 FEEDBACK_TIMEOUT = 5.0
 
 Supervise = Callable[[str, Callable[[], Awaitable[None]]], None]
@@ -43,16 +43,17 @@ class MqttCommandSender:
         self._publisher = publisher
         self._prefix = prefix
 
-    async def send(self, feedback: Feedback) -> bool:
+    async def send(self, feedback: Feedback) -> Delivery:
         body: dict[str, object] = {"cmd": feedback.kind.value, "alert_id": feedback.alert_id}
         if feedback.seq is not None:
             body["seq"] = feedback.seq
         if feedback.eta_min is not None:
             body["eta_min"] = feedback.eta_min
         topic = f"{self._prefix}/{feedback.device_id}/cmd"
-        return await self._publisher.publish(
+        sent = await self._publisher.publish(
             topic, orjson.dumps(body), qos=1, timeout=FEEDBACK_TIMEOUT
         )
+        return Delivery.SENT if sent else Delivery.LATER  # the queue retries with backoff
 
 
 class Alerting:
@@ -61,7 +62,8 @@ class Alerting:
         settings: Settings,
         store: Store,
         metrics: Metrics,
-        feedback: FeedbackRouter,
+        feedback: FeedbackQueue,
+        registry: LiveRegistry,
     ) -> None:
         mqtt = settings.mqtt
         assert mqtt.url is not None
@@ -69,7 +71,8 @@ class Alerting:
         self.metrics = metrics
         # Both backends implement the alert half of the store too (gateway/storage/_alerts).
         self.store = cast(EngineStore, store)
-        self.directory = Directory()
+        # The one registry view the whole gateway shares, fresh at the next message.
+        self.directory = cast(Directory, registry)
         self.urgent = UrgentGate()  # the event path's priority over bulk telemetry
         self.publisher = MqttPublisher(
             mqtt.url, client_id=f"{mqtt.client_id}-out", name="out", protocol=mqtt.protocol
@@ -114,11 +117,9 @@ class Alerting:
         return accept_router(self.accept)
 
     async def start(self, supervise: Supervise) -> None:
-        """After the store is open: load the registry, connect the publisher, start tasks."""
-        await self.directory.refresh(self.store)
+        """After the store is open: connect the publisher, start tasks."""
         await self.publisher.start()
         supervise("dispatcher", self._run_dispatcher)
-        supervise("directory-refresh", self._refresh_directory)
         cfg = self.settings.alerts
         supervise(
             "offline-check", lambda: self._every(cfg.offline_check_every, self.engine.check_offline)
@@ -133,14 +134,6 @@ class Alerting:
 
     async def on_readings(self, readings: Sequence[Reading]) -> None:
         await self.engine.handle_readings(readings)
-
-    async def _refresh_directory(self) -> None:
-        while True:
-            await asyncio.sleep(DIRECTORY_REFRESH)
-            try:
-                await self.directory.refresh(self.store)
-            except StoreError as exc:  # keep the last snapshot; try again next round
-                log.warning("registry refresh failed: %s", exc)
 
     @staticmethod
     async def _every(seconds: float, check: Callable[[], Awaitable[int]]) -> None:

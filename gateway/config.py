@@ -323,7 +323,10 @@ class Zigbee2MqttSettings(_Section):
 
     enabled: bool = True
     prefix: str = "zigbee2mqtt"
-    inflight: int = Field(default=1000, ge=1, le=65535)
+    # The most MQTT allows: alarms and readings share these topics, so the broker's queue for
+    # this lane is one FIFO; the gateway must be sent everything it holds to find an alarm
+    # behind a flood of readings (it reads them all at once; they are acked as stored).
+    inflight: int = Field(default=65535, ge=1, le=65535)
 
     @field_validator("prefix")
     @classmethod
@@ -334,9 +337,13 @@ class Zigbee2MqttSettings(_Section):
 
 
 class IngestSettings(_Section):
-    # Per-device token bucket on telemetry/status: a flooding device is cut off, others not.
+    # Per-device token bucket on telemetry/status: a device over it is flagged for technicians.
     device_rate: float = Field(default=20.0, gt=0)
     device_burst: int = Field(default=200, ge=1)
+    # What happens to a flooding device's messages over the limit: "flag" keeps every one
+    # (SPEC: no silent discard by default — a backlog the broker held looks like a flood);
+    # "discard" drops them as rejected{reason="rate_limited"} (opt-in).
+    flood_action: Literal["flag", "discard"] = "flag"
     # A device flagged for flooding is unflagged after this long without a refused message.
     device_flag_clear: Annotated[Duration, Field(gt=0)] = 600.0
     unknown_recheck: Duration = 10.0

@@ -1,7 +1,11 @@
-"""The gateway process: store, registry, MQTT lanes, ingest tasks and HTTP, in one TaskGroup.
+"""The gateway process: store, registry, transports, the intake and HTTP, in one TaskGroup.
+
+This is where the parts are wired, once: transports (MQTT lanes with their routers, serial
+ports, the DC-09 receiver) feed the intake (gateway/intake), which makes input durable and
+tells the alert side (gateway/consequences.py); device feedback leaves from its own queue.
 
 Start order: HTTP first (so /healthz and /readyz answer while the database is still being
-reached), then the store (retried until it opens), then the lanes and their ingest tasks.
+reached), then the store (retried until it opens), then the registry, the lanes and tasks.
 """
 
 from __future__ import annotations
@@ -14,20 +18,26 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from devices.feedback import FeedbackRouter
-from devices.registry import RegistryCache
+from devices.codecs import TopicCodec
+from devices.feedback import FeedbackQueue
+from devices.mqtt_json import MqttJsonCodec
+from devices.zigbee2mqtt import Zigbee2MqttCodec
 from gateway.alerting import Alerting
 from gateway.config import ConfigError, Settings, redact_url
+from gateway.consequences import AlertConsequences, FeedbackTimeline
 from gateway.http.server import EmbeddedServer, bind_socket, make_server
 from gateway.http.site import build_app
-from gateway.ingest.bus import EventBus
-from gateway.ingest.events import EventIngest
-from gateway.ingest.telemetry import SYS_DROPPED, TelemetryIngest
+from gateway.intake.bulk_path import Room
+from gateway.intake.durable import Durable, spool_path
+from gateway.intake.intake import Intake
+from gateway.intake.mqtt_router import SYS_DROPPED, MqttRouter
 from gateway.metrics import Metrics
 from gateway.mqtt.lane import MqttLane
 from gateway.rate_limit import DeviceRateLimiter
-from gateway.sources import Sources
-from gateway.spool.durable import Durability, spool_path
+from gateway.registry import LiveRegistry
+from gateway.serial.feedback import SerialFeedback
+from gateway.serial.reader import SerialPortReader
+from gateway.sia.receiver import SiaReceiver
 from gateway.spool.records import SpooledNotice
 from gateway.spool.spool import Spool, SpoolState, SpoolStats
 from gateway.storage.base import Store, StoreError
@@ -45,9 +55,9 @@ PING_TIMEOUT = 1.0  # below the HTTP handler's own limit, so /readyz names the f
 @dataclass(slots=True)
 class _Parts:
     lanes: list[MqttLane] = field(default_factory=list)
-    events: EventIngest | None = None
-    telemetry: TelemetryIngest | None = None
-    sources: Sources | None = None  # serial lines, SIA DC-09, zigbee2mqtt
+    routers: list[MqttRouter] = field(default_factory=list)
+    serial: dict[str, SerialPortReader] = field(default_factory=dict)
+    sia: SiaReceiver | None = None
 
 
 def calm_garbage_collector() -> None:
@@ -75,7 +85,8 @@ class Gateway:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.store: Store = open_store(settings.database.url)
-        self.registry = RegistryCache(self.store, recheck=settings.ingest.unknown_recheck)
+        # One registry view for ingest, alerts and HTTP, fresh at the next message.
+        self.registry = LiveRegistry(self.store)
         self.limiter = DeviceRateLimiter(
             rate=settings.ingest.device_rate,
             burst=settings.ingest.device_burst,
@@ -83,11 +94,10 @@ class Gateway:
             metrics=self.metrics,
         )
         self.parts = _Parts()
-        # Stored events go to the bus (alert engine); feedback goes back to devices.
-        self.bus = EventBus(self.metrics)
-        self.feedback = FeedbackRouter()
-        self.alerting = Alerting(settings, self.store, self.metrics, self.feedback)
-        self.bus.subscribe(self.alerting.engine)
+        # Device feedback ("received", "helper on the way") leaves from a queue of its own.
+        self.feedback = FeedbackQueue()
+        self.alerting = Alerting(settings, self.store, self.metrics, self.feedback, self.registry)
+        self.feedback.on_result = FeedbackTimeline(self.alerting.store)
         # Database outage: events and readings wait in the spool, alerts still go out.
         self.spool: Spool | None = None
         spool_cfg = settings.spool
@@ -98,18 +108,29 @@ class Gateway:
                 readings_share=spool_cfg.readings_share,
                 on_change=self._spool_changed,
             )
-        self.durable = Durability(
+        self.consequences = AlertConsequences(
+            engine=self.alerting.engine,
+            outage=self.alerting.outage if self.spool is not None else None,
+            metrics=self.metrics,
+        )
+        self.durable = Durable(
             store=self.store,
             spool=self.spool,
-            bus=self.bus,
             registry=self.registry,
             metrics=self.metrics,
-            outage=self.alerting.outage if self.spool is not None else None,
-            on_readings=self.alerting.on_readings,
-            replies=self.alerting.engine,
+            consequences=self.consequences,
             write_timeout=spool_cfg.write_timeout,
         )
         self.alerting.outage.on_notice = self.durable.record_notice
+        self.intake = Intake(
+            durable=self.durable,
+            registry=self.registry,
+            consequences=self.consequences,
+            metrics=self.metrics,
+            gate=self.alerting.urgent,
+            batch_max_rows=settings.database.batch_max_rows,
+            batch_max_delay=settings.database.batch_max_delay,
+        )
         self.tasks: dict[str, TaskHealth] = {}
         self.started = asyncio.Event()
         # Set once every lane is connected and subscribed: from then on the broker keeps what
@@ -175,10 +196,10 @@ class Gateway:
         lanes = self.parts.lanes
         for lane in lanes:
             lane.hold(True)
-        consumers = [c for c in (self.parts.events, self.parts.telemetry) if c is not None]
+        intake = self.intake
 
         def drained() -> bool:
-            return not any(lane.depth for lane in lanes) and not any(c.busy for c in consumers)
+            return not any(lane.depth for lane in lanes) and not intake.busy
 
         deadline = time.monotonic() + DRAIN_TIMEOUT
         # Polled: several lanes and consumers, for at most DRAIN_TIMEOUT, once per shutdown.
@@ -244,88 +265,128 @@ class Gateway:
                     self.alerting.outage.notices[record.notice.event_key] = record.notice
             self._supervised(tg, "spool-drain", self.durable.run_drain)
         await self._open_store()
-        await self.registry.load()
+        await self._load_registry()
         await self.alerting.start(lambda name, run: self._supervised(tg, name, run))
-        cfg = self.settings.mqtt
-        assert cfg.url is not None
-        share = f"$share/{cfg.shared_group}/" if cfg.shared_group else ""
-        event_lane = MqttLane(
-            name="event",
-            url=cfg.url,
-            client_id=f"{cfg.client_id}-event",
-            subscriptions=[
-                f"{share}{cfg.prefix}/+/event",
-                f"{share}{cfg.prefix}/responders/+/reply",
-            ],
-            receive_maximum=cfg.event_inflight,
-            session_expiry=cfg.session_expiry,
-            keepalive=cfg.keepalive,
-            protocol=cfg.protocol,
-            on_connection_change=self._lane_changed,
-        )
-        telemetry_lane = MqttLane(
-            name="telemetry",
-            url=cfg.url,
-            client_id=f"{cfg.client_id}-telemetry",
-            subscriptions=[
-                f"{share}{cfg.prefix}/+/telemetry",
-                f"{share}{cfg.prefix}/+/status",
-                SYS_DROPPED,
-            ],
-            receive_maximum=cfg.telemetry_inflight,
-            session_expiry=cfg.session_expiry,
-            keepalive=cfg.keepalive,
-            protocol=cfg.protocol,
-            on_connection_change=self._lane_changed,
-        )
-        self.parts.lanes = [event_lane, telemetry_lane]
-        self.parts.events = EventIngest(
-            lane=event_lane,
-            store=self.store,
-            registry=self.registry,
-            metrics=self.metrics,
-            prefix=cfg.prefix,
-            max_payload_bytes=cfg.max_payload_bytes,
-            bus=self.bus,
-            replies=self.alerting.engine,
-            durable=self.durable,
-            gate=self.alerting.urgent,
-        )
-        self.parts.telemetry = TelemetryIngest(
-            lane=telemetry_lane,
-            store=self.store,
-            registry=self.registry,
-            metrics=self.metrics,
-            prefix=cfg.prefix,
-            max_payload_bytes=cfg.max_payload_bytes,
-            batch_max_rows=self.settings.database.batch_max_rows,
-            batch_max_delay=self.settings.database.batch_max_delay,
-            limiter=self.limiter,
-            on_readings=self.alerting.on_readings,
-            durable=self.durable,
-            gate=self.alerting.urgent,
-        )
-        # While a press is stored, raised and sent, the telemetry socket is not read.
-        self.alerting.urgent.on_change(lambda up: telemetry_lane.hold(up or self._draining))
-        self._supervised(tg, "event-ingest", self.parts.events.run)
-        self._supervised(tg, "telemetry-ingest", self.parts.telemetry.run)
-        sources = self.parts.sources = Sources(
-            self.settings,
-            store=self.store,
-            bus=self.bus,
-            metrics=self.metrics,
-            feedback=self.feedback,
-            on_connection_change=self._lane_changed,
-            on_readings=self.alerting.on_readings,
-            durable=self.durable,
-        )
-        await sources.load()
-        self.parts.lanes += sources.lanes
-        for name, run in sources.tasks():
-            self._supervised(tg, name, run)
+        self._supervised(tg, "feedback", self.feedback.run)
+        self._supervised(tg, "event-path", self.intake.events.run)
+        self._supervised(tg, "bulk-path", self.intake.bulk.run)
+        self._mqtt_transports()
+        self._serial_transports()
+        self._sia_transport()
+        for router in self.parts.routers:
+            self._supervised(tg, f"router-{router.name}", router.run)
+        for name, reader in self.parts.serial.items():
+            self._supervised(tg, f"serial-{name}", reader.run)
+        if self.parts.sia is not None:
+            self._supervised(tg, "sia-receiver", self.parts.sia.run)
         for lane in self.parts.lanes:
             await lane.start()
         self.started.set()
+
+    async def _load_registry(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self.registry.load()
+                return
+            except StoreError as exc:
+                log.warning("registry not readable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, STORE_RETRY_MAX)
+
+    def _lane(self, name: str, subscriptions: list[str], receive_maximum: int) -> MqttLane:
+        cfg = self.settings.mqtt
+        assert cfg.url is not None
+        share = f"$share/{cfg.shared_group}/" if cfg.shared_group else ""
+        lane = MqttLane(
+            name=name,
+            url=cfg.url,
+            client_id=f"{cfg.client_id}-{name}",
+            subscriptions=[t if t.startswith("$SYS/") else f"{share}{t}" for t in subscriptions],
+            receive_maximum=receive_maximum,
+            session_expiry=cfg.session_expiry,
+            keepalive=cfg.keepalive,
+            protocol=cfg.protocol,
+            on_connection_change=self._lane_changed,
+        )
+        self.parts.lanes.append(lane)
+        return lane
+
+    def _route(
+        self,
+        lane: MqttLane,
+        codec: TopicCodec,
+        *,
+        room: Room,
+        reply_prefix: str | None = None,
+        limiter: DeviceRateLimiter | None = None,
+        discard_floods: bool = False,
+    ) -> None:
+        self.parts.routers.append(
+            MqttRouter(
+                name=lane.name,
+                lane=lane,
+                codec=codec,
+                intake=self.intake,
+                metrics=self.metrics,
+                room=room,
+                reply_prefix=reply_prefix,
+                limiter=limiter,
+                discard_floods=discard_floods,
+            )
+        )
+
+    def _mqtt_transports(self) -> None:
+        cfg = self.settings.mqtt
+        native = MqttJsonCodec(cfg.prefix, max_bytes=cfg.max_payload_bytes)
+        # Native events and telemetry on their own connections: a press is never read after
+        # a telemetry backlog at the broker.
+        events = self._lane(
+            "event",
+            [f"{cfg.prefix}/+/event", f"{cfg.prefix}/responders/+/reply"],
+            cfg.event_inflight,
+        )
+        self._route(events, native, reply_prefix=cfg.prefix, room=Room.ENQUEUE)
+        telemetry = self._lane(
+            "telemetry",
+            [f"{cfg.prefix}/+/telemetry", f"{cfg.prefix}/+/status", SYS_DROPPED],
+            cfg.telemetry_inflight,
+        )
+        self._route(
+            telemetry,
+            native,
+            limiter=self.limiter,
+            discard_floods=self.settings.ingest.flood_action == "discard",
+            room=Room.WAIT,
+        )
+        # While the event path works, this socket is not read (the broker keeps the rest).
+        self.alerting.urgent.on_change(lambda up: telemetry.hold(up or self._draining))
+        z2m = self.settings.zigbee2mqtt
+        if z2m.enabled:
+            codec = Zigbee2MqttCodec(prefix=z2m.prefix)
+            lane = self._lane(codec.name, codec.subscriptions(), z2m.inflight)
+            # Alarms and readings share these topics: the lane is never held and never waits
+            # for room, so an alarm behind readings is still read (its in-flight window bounds
+            # what it can queue).
+            self._route(lane, codec, room=Room.ENQUEUE)
+
+    def _serial_transports(self) -> None:
+        for port in self.settings.serial.ports:
+            self.parts.serial[port.name] = SerialPortReader(
+                name=port.name,
+                url=port.url,
+                baudrate=port.baudrate,
+                intake=self.intake,
+                metrics=self.metrics,
+            )
+        if self.parts.serial:
+            self.feedback.register("serial", SerialFeedback(self.parts.serial, self.registry))
+
+    def _sia_transport(self) -> None:
+        if self.settings.sia.bind is not None:
+            self.parts.sia = SiaReceiver(
+                self.settings.sia, intake=self.intake, metrics=self.metrics
+            )
 
     def _lane_changed(self, lane: str, up: bool) -> None:
         self.metrics.connected.labels(lane=lane).set(1 if up else 0)
@@ -365,8 +426,7 @@ class Gateway:
                 checks["database"] = {"ok": False, "error": f"no answer in {PING_TIMEOUT}s"}
         if self.spool is not None:
             checks["spool"] = self._spool_check(self.spool)
-        if self.parts.sources is not None:
-            checks.update(self.parts.sources.readiness())
+        checks.update(self._source_checks())
         checks["tasks"] = {
             "ok": all(t.running for t in self.tasks.values()) and bool(self.tasks),
             **{
@@ -374,6 +434,25 @@ class Gateway:
                 for t in self.tasks.values()
             },
         }
+        return checks
+
+    def _source_checks(self) -> dict[str, dict[str, object]]:
+        checks: dict[str, dict[str, object]] = {}
+        serial = self.parts.serial
+        if serial:
+            # Always ok: a vanished USB dongle silences the devices on that one bus, not the
+            # gateway. Reporting not-ready would make an orchestrator drain or restart a
+            # gateway that still serves every MQTT device and every other port, and a restart
+            # brings no USB stick back. The port's state is here and in the metrics.
+            checks["serial"] = {
+                "ok": True,
+                "degraded": not all(r.state.open for r in serial.values()),
+                "ports": {name: r.state.as_dict() for name, r in serial.items()},
+            }
+        sia = self.parts.sia
+        if sia is not None:
+            # Not listening means no panel can deliver an alarm at all: that is not ready.
+            checks["sia"] = {"ok": sia.state.listening, **sia.state.as_dict()}
         return checks
 
     def _spool_check(self, spool: Spool) -> dict[str, object]:

@@ -12,7 +12,6 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from devices.registry import RegistryCache
 from gateway.alerting import Alerting
 from gateway.audit import Auditor
 from gateway.config import Settings
@@ -30,6 +29,7 @@ from gateway.http.dashboard import dashboard_router
 from gateway.http.limits import limited_counter
 from gateway.http.session import session_router
 from gateway.rate_limit import DeviceRateLimiter
+from gateway.registry import LiveRegistry
 from gateway.storage.base import Store, StoreError
 
 
@@ -39,7 +39,7 @@ class GatewayParts(ReadinessSource, Protocol):
     settings: Settings
     store: Store
     alerting: Alerting
-    registry: RegistryCache
+    registry: LiveRegistry
     limiter: DeviceRateLimiter  # telemetry's: which devices are flagged for flooding
 
 

@@ -400,6 +400,17 @@ class MqttLane:
         if conn is not None and conn.full:
             conn.resume_if_drained(len(self.items))
 
+    def current(self, message: Inbound) -> bool:
+        """Still acknowledgeable: received on the current connection and not acked yet."""
+        if message.qos == 0:
+            return True
+        conn = self._conn
+        return (
+            conn is not None
+            and message.generation == self._generation
+            and (message.mid in conn.unacked)
+        )
+
     def ack(self, message: Inbound) -> bool:
         """PUBACK one stored message. False when its connection is gone (the broker will
         redeliver it, and the store absorbs the duplicate) or it was acked already."""

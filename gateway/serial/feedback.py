@@ -6,11 +6,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from devices.feedback import Feedback, FeedbackKind
-from devices.index import AddressIndex
+from devices.feedback import Delivery, Feedback, FeedbackKind
 from devices.serial_frame import SOURCE, AckStatus
+from gateway.registry import LiveRegistry
 from gateway.serial.reader import SerialPortReader
-from gateway.storage.base import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -23,37 +22,31 @@ STATUS = {
 class SerialFeedback:
     """A ``FeedbackSender`` for source ``"serial"``."""
 
-    def __init__(self, readers: Mapping[str, SerialPortReader], index: AddressIndex) -> None:
+    def __init__(self, readers: Mapping[str, SerialPortReader], registry: LiveRegistry) -> None:
         self._readers = readers
-        self._index = index
+        self._registry = registry
 
-    async def send(self, feedback: Feedback) -> bool:
+    async def send(self, feedback: Feedback) -> Delivery:
         if feedback.kind is FeedbackKind.ALERT_RECEIVED:
-            # Already said: the reader writes 81/01 after the event is stored and delivered to
-            # the bus, i.e. after the alert exists. A second 01 would only repeat it.
-            return True
+            # Already said: the reader writes 81/01 as soon as the event is durable, before
+            # the alert exists. A second 01 would only repeat it.
+            return Delivery.SENT
         if feedback.seq is None or not 0 <= feedback.seq <= 0xFFFF:
             log.info("no serial feedback for %s: no event SEQ to answer", feedback.device_id)
-            return False
-        where = self._index.address_of(feedback.device_id, SOURCE)
+            return Delivery.NEVER
+        where = self._registry.address_of(feedback.device_id, SOURCE)
         if where is None:
-            try:
-                await self._index.load()  # registered a moment ago, perhaps
-            except StoreError as exc:
-                log.warning(
-                    "serial feedback for %s: registry unavailable: %s", feedback.device_id, exc
-                )
-                return False
-            where = self._index.address_of(feedback.device_id, SOURCE)
+            await self._registry.check()  # registered a moment ago, perhaps
+            where = self._registry.address_of(feedback.device_id, SOURCE)
         if where is None:
             log.info("no serial feedback for %s: not on a serial port", feedback.device_id)
-            return False
+            return Delivery.NEVER
         port, addr = where.key
         reader = self._readers.get(port)
         if reader is None:
             log.info("no serial feedback for %s: port %s not configured", feedback.device_id, port)
-            return False
-        sent = reader.ack(int(addr, 16), feedback.seq, STATUS[feedback.kind])
-        if not sent:
-            log.warning("serial feedback for %s not sent: port %s closed", feedback.device_id, port)
-        return sent
+            return Delivery.NEVER
+        if not reader.ack(int(addr, 16), feedback.seq, STATUS[feedback.kind]):
+            log.warning("serial feedback for %s waits: port %s closed", feedback.device_id, port)
+            return Delivery.LATER
+        return Delivery.SENT

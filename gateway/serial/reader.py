@@ -1,23 +1,24 @@
-"""One task per ``[[serial.ports]]`` line: frames in, stored, ``81`` acks out.
+"""One task per ``[[serial.ports]]`` line: a transport that reads frames and hands them to the
+intake, with the ``81`` ack as their acknowledgement.
 
 The port is a device path (``/dev/ttyUSB0``, a udev ``/dev/serial/by-id/...`` link), a
 ``socket://host:port`` serial server, or any other pyserial URL. When it disappears (USB
 unplugged, the serial server restarted) the reader closes it, reports the state, and reopens
-it with jittered backoff; nothing else in the gateway notices.
+it with the shared backoff (gateway/reconnect.py); nothing else in the gateway notices.
 
-Per frame: decode (``devices.serial_frame``) → registry address (port, ADDR) → device →
-events: durable write, the bus, then the ``81`` ack with status 01 — a retransmitted event
-(same SEQ: the device missed our ack) is stored once and acked again; telemetry and heartbeats
-go to a batch writer and need no ack. Frames of unregistered addresses go to the pending list;
-their events are acked too, since they are kept (shown to the duty desk when they are SOS) and
-a device that is never answered would repeat itself on the bus forever.
+Per frame: decode (``devices.serial_frame``) → ``Intake.route``: an event frame takes the
+event path like any other source's event and is answered with ``81``/01 once it is durable —
+a retransmitted event (same SEQ: the device missed our ack) is stored once and acked again;
+telemetry and heartbeats take the bulk path and need no ack (beyond its bound they are
+dropped and counted: a serial line cannot redeliver, and must keep reading its events).
+Frames of unregistered addresses go to the pending list; their events are acked too, since
+they are kept, and a device that is never answered would repeat itself on the bus forever.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,10 +26,8 @@ from datetime import UTC, datetime
 
 import serial_asyncio_fast
 
-from devices.codec import Rejected, RejectReason
+from devices.codec import Rejected
 from devices.codecs import Skipped
-from devices.index import AddressIndex
-from devices.models import Event, Status, Telemetry
 from devices.serial_frame import (
     AckFrame,
     AckStatus,
@@ -38,8 +37,11 @@ from devices.serial_frame import (
     decode_frame,
     encode_ack,
 )
-from gateway.ingest.sink import BatchWriter, DeviceSink, Unchecked
+from gateway.intake.bulk_path import Room
+from gateway.intake.intake import Intake
+from gateway.intake.parcel import NO_ACK, Ack, CallbackAck
 from gateway.metrics import Metrics
+from gateway.reconnect import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,6 @@ READ_SIZE = 4096
 FRAME_GAP = 0.25
 REOPEN_FIRST = 0.2
 REOPEN_MAX = 10.0
-STABLE_AFTER = 10.0  # an open that lasted this long resets the backoff
 
 
 @dataclass(slots=True)
@@ -82,9 +83,7 @@ class SerialPortReader:
         name: str,
         url: str,
         baudrate: int,
-        sink: DeviceSink,
-        batcher: BatchWriter,
-        index: AddressIndex,
+        intake: Intake,
         metrics: Metrics,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -92,9 +91,7 @@ class SerialPortReader:
         self.url = url
         self.baudrate = baudrate
         self.state = PortState(name, url)
-        self._sink = sink
-        self._batcher = batcher
-        self._index = index
+        self._intake = intake
         self._metrics = metrics
         self._clock = clock
         self._writer: asyncio.StreamWriter | None = None
@@ -102,9 +99,8 @@ class SerialPortReader:
 
     # -- the port's life ----------------------------------------------------------------------
     async def run(self) -> None:
-        delay = REOPEN_FIRST
+        backoff = Backoff(first=REOPEN_FIRST, maximum=REOPEN_MAX)
         while True:
-            opened = time.monotonic()
             try:
                 reader, writer = await serial_asyncio_fast.open_serial_connection(
                     url=self.url, baudrate=self.baudrate
@@ -119,6 +115,7 @@ class SerialPortReader:
                     await asyncio.sleep(REOPEN_MAX)
                     continue
                 self._opened(writer)
+                backoff.opened()
                 try:
                     await self._pump(reader)
                     self._closed("end of stream")
@@ -129,10 +126,7 @@ class SerialPortReader:
                     writer.close()
                     if self.state.open:  # an unexpected error (supervisor restarts us) or stop
                         self._mark_closed("reader stopped")
-            if time.monotonic() - opened > STABLE_AFTER:
-                delay = REOPEN_FIRST
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # jitter: ports not in step
-            delay = min(delay * 2, REOPEN_MAX)
+            await backoff.wait()
 
     def _opened(self, writer: asyncio.StreamWriter) -> None:
         self._writer = writer
@@ -195,35 +189,22 @@ class SerialPortReader:
             decoded = decode_frame(self.name, frame, received_at)
         except Rejected as rejection:
             # Not acked: the frame was not accepted (an event code we do not know).
-            self._sink.reject(where, rejection)
+            self._intake.reject(LANE, where, rejection)
             return
-        for problem in decoded.problems:
-            self._sink.problem(where, Rejected(RejectReason.INVALID_PAYLOAD, problem))
-        # From memory while the database is away; an address not known then is spooled as it
-        # is (durable, so acked) and sorted out by the drain.
-        device_id = await self._sink.resolve(self._index, decoded.address)
-        if isinstance(device_id, Unchecked):
-            await self._sink.unchecked(decoded, wait_for_room=False)
-            if isinstance(frame, EventFrame):
-                self.ack(frame.addr, frame.seq, AckStatus.RECEIVED)
-            return
-        if device_id is None:
-            await self._sink.pending(decoded.sightings())
-            self._sink.reject(
-                where, Rejected(RejectReason.UNKNOWN_DEVICE, f"unregistered address {where}")
-            )
-            if isinstance(frame, EventFrame):
-                self.ack(frame.addr, frame.seq, AckStatus.RECEIVED)
-            return
-        batch: list[Telemetry | Status] = []
-        for message in decoded.bind(device_id):
-            if isinstance(message, Event):
-                await self._sink.event(message)  # stored and on the bus: only now the ack
-                self.ack(frame.addr, frame.seq, AckStatus.RECEIVED)
-            else:
-                batch.append(message)
-        if batch:
-            self._batcher.put(batch)
+        ack: Ack = NO_ACK
+        if isinstance(frame, EventFrame):
+            addr, seq = frame.addr, frame.seq
+            # Written once the event is durable (stored, spooled, or kept as pending).
+            ack = CallbackAck(lambda: self.ack(addr, seq, AckStatus.RECEIVED))
+        await self._intake.route(
+            LANE,
+            where,
+            decoded,
+            ack,
+            poison_key=f"{where}#{kind}#{frame.seq}",
+            received_mono=time.monotonic(),
+            room=Room.DROP,
+        )
 
     def ack(self, addr: int, seq: int, status: AckStatus) -> bool:
         """Write an ``81`` frame for the device's ``seq``; False while the port is closed."""

@@ -6,9 +6,10 @@ Per connection, frames (LF…CR, several per read or split over reads) are answe
   clock and resend);
 * an account not in ``[[sia.accounts]]``, a token we do not take, data we cannot read, an
   encrypted message we cannot decrypt, or a plain one for an account that has a key → ``DUH``;
-* otherwise every report in it is stored (events through the bus) and only then ``ACK``ed —
-  a panel that got no ACK repeats the message with the same sequence number, and the store
-  keeps one copy. ``NULL`` link tests are ACKed.
+* otherwise every report in it goes to the intake (events the event path, like any other
+  source's) and the message is ``ACK``ed once all of them are durable — a panel that got no
+  ACK repeats the message with the same sequence number, and the store keeps one copy.
+  ``NULL`` link tests are ACKed.
 
 Account and zone map to a registered device (``sia_account``, ``sia_zone``); a device
 registered with an account and no zone takes all of that account's zones. Reports from
@@ -26,11 +27,11 @@ from datetime import UTC, datetime
 
 from devices import dc09
 from devices.codec import Rejected, RejectReason
-from devices.codecs import Decoded, Skipped
-from devices.index import AddressIndex
-from devices.models import Event, Status, Telemetry
+from devices.codecs import Skipped
 from gateway.config import SiaSettings
-from gateway.ingest.sink import UNCHECKED, DeviceSink, Unchecked
+from gateway.intake.bulk_path import Room
+from gateway.intake.intake import Intake
+from gateway.intake.parcel import CallbackAck, JoinedAck
 from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,7 @@ class SiaReceiver:
         self,
         settings: SiaSettings,
         *,
-        sink: DeviceSink,
-        index: AddressIndex,
+        intake: Intake,
         metrics: Metrics,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -77,8 +77,7 @@ class SiaReceiver:
             decimal_length=settings.tolerate_decimal_length,
             binary_crc=settings.tolerate_binary_crc,
         )
-        self._sink = sink
-        self._index = index
+        self._intake = intake
         self._metrics = metrics
         self._clock = clock
         self._writers: set[asyncio.StreamWriter] = set()
@@ -140,7 +139,7 @@ class SiaReceiver:
 
     # -- one message --------------------------------------------------------------------------
     async def handle(self, frame: bytes) -> bytes:
-        """The answer to one frame (LF and CR stripped), after storing what it reports."""
+        """The answer to one frame (LF and CR stripped), once what it reports is durable."""
         now = self._clock()
         self._metrics.received.labels(lane=LANE).inc()
         style = dc09.Style()
@@ -165,10 +164,30 @@ class SiaReceiver:
             decoded = dc09.decode_reports(message, now)
         except dc09.Dc09Error as exc:
             return self._refuse(exc, now, style)
-        for item in decoded:
-            await self._deliver(item, header.account)
+        loop = asyncio.get_running_loop()
+        durable: asyncio.Future[bool] = loop.create_future()
+
+        def answer(ok: bool) -> None:
+            if not durable.done():
+                durable.set_result(ok)
+
+        joined = JoinedAck(CallbackAck(lambda: answer(True), lambda: answer(False)), len(decoded))
+        where = f"sia account {header.account}"
+        for index, item in enumerate(decoded):
+            await self._intake.route(
+                LANE,
+                where,
+                item,
+                joined.part(),
+                poison_key=f"sia#{header.account}#{header.seq}#{index}",
+                room=Room.ENQUEUE,
+            )
+        if not await durable:
+            # Not kept this time (the gateway keeps failing on it): the panel sends it again.
+            self._metrics.sia_responses.labels(response="nak").inc()
+            return dc09.nak(self._clock(), style)
         self._metrics.sia_responses.labels(response="ack").inc()
-        return dc09.ack(header, key, now)
+        return dc09.ack(header, key, self._clock())
 
     def _check_time(self, message: dc09.Message, now: datetime) -> None:
         mode = self._settings.check_timestamps
@@ -196,38 +215,9 @@ class SiaReceiver:
             else RejectReason.INVALID_PAYLOAD
         )
         where = f"sia account {exc.header.account}" if exc.header else "sia"
-        self._sink.reject(where, Rejected(reason, f"{exc.fault.value}: {exc.detail}"))
+        self._intake.reject(LANE, where, Rejected(reason, f"{exc.fault.value}: {exc.detail}"))
         if exc.fault in dc09.NAK_FAULTS or exc.header is None:
             self._metrics.sia_responses.labels(response="nak").inc()
             return dc09.nak(now, style)
         self._metrics.sia_responses.labels(response="duh").inc()
         return dc09.duh(exc.header)
-
-    async def _deliver(self, item: Decoded, account: str) -> None:
-        device_id = await self._resolve(item, account)
-        if isinstance(device_id, Unchecked):  # database away, address not known: spooled
-            await self._sink.unchecked(item)
-            return
-        if device_id is None:
-            await self._sink.pending(item.sightings())
-            self._sink.reject(
-                f"sia account {account}",
-                Rejected(RejectReason.UNKNOWN_DEVICE, f"no device for {item.address.key}"),
-            )
-            return
-        for message in item.bind(device_id):
-            if isinstance(message, Event):
-                await self._sink.event(message)
-            elif isinstance(message, Status | Telemetry):
-                await self._sink.readings([message])
-
-    async def _resolve(self, item: Decoded, account: str) -> str | Unchecked | None:
-        """The zone's device, else the account's; from memory while the database is away."""
-        zone = await self._sink.resolve(self._index, item.address)
-        if isinstance(zone, str) or not item.address.key[1]:
-            return zone
-        # A device registered for the whole account (no zone) takes every zone.
-        whole = await self._sink.resolve(self._index, dc09.address(account, None))
-        if isinstance(whole, str):
-            return whole
-        return UNCHECKED if UNCHECKED in (zone, whole) else None

@@ -78,6 +78,10 @@ class Store(Protocol):
         """Upsert unknown devices into the pending list (count, last payload, sos count)."""
 
     # -- registry ---------------------------------------------------------------------------
+    async def registry_version(self) -> int:
+        """A number that changes with every committed change to devices, residents,
+        responders or their assignments (a trigger bumps it in the same transaction)."""
+
     async def known_device_ids(self) -> set[str]: ...
 
     async def device_exists(self, device_id: str) -> bool: ...

@@ -545,6 +545,10 @@ class PostgresStore(PostgresAlerts, PostgresUsers, PostgresAudit):
             await cur.executemany(_PENDING_SQL, rows)
 
     # -- registry ---------------------------------------------------------------------------
+    async def registry_version(self) -> int:
+        rows = await self._fetch("SELECT version FROM registry_version WHERE id = 1")
+        return int(rows[0][0])
+
     async def known_device_ids(self) -> set[str]:
         return {r[0] for r in await self._fetch("SELECT device_id FROM devices")}
 

@@ -271,6 +271,29 @@ AUDIT_V4: Final[tuple[str, ...]] = (
 )
 
 
+# The registry's version (gateway/registry.py): bumped by a statement trigger in the same
+# transaction as any change to devices, residents, responders or assignments, whoever made
+# it, so one single-row read tells every instance whether its in-memory registry is current.
+REGISTRY_TABLES: Final = ("devices", "residents", "responders", "resident_responders")
+REGISTRY_VERSION_V5: Final[tuple[str, ...]] = (
+    """CREATE TABLE registry_version (
+        id integer PRIMARY KEY CHECK (id = 1),
+        version bigint NOT NULL)""",
+    "INSERT INTO registry_version (id, version) VALUES (1, 1)",
+    """CREATE FUNCTION bump_registry_version() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE registry_version SET version = version + 1 WHERE id = 1;
+            RETURN NULL;
+        END $$""",
+    *(
+        f"""CREATE TRIGGER {table}_bumps_registry
+            AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table}
+            FOR EACH STATEMENT EXECUTE FUNCTION bump_registry_version()"""
+        for table in REGISTRY_TABLES
+    ),
+)
+
+
 def migrations(timescale: bool) -> Sequence[tuple[int, Sequence[str]]]:
     """(version, statements), strictly increasing. Append new steps; never edit a released one.
 
@@ -282,6 +305,7 @@ def migrations(timescale: bool) -> Sequence[tuple[int, Sequence[str]]]:
         (2, ALERTS_V2),
         (3, USERS_V3),
         (4, AUDIT_V4),
+        (5, REGISTRY_VERSION_V5),
     )
 
 

@@ -208,12 +208,32 @@ _V4_AUDIT: Final[tuple[str, ...]] = (
     "CREATE INDEX audit_log_actor ON audit_log (actor, at)",
 )
 
+# The registry's version (gateway/registry.py): every committed change to devices, residents,
+# responders or assignments bumps it, in the same transaction, whoever wrote it (`scgw
+# import` in another process, the API, another instance). One single-row read tells a
+# running gateway whether its in-memory registry is still current — at the next message,
+# never after a cache timer.
+_REGISTRY_TABLES: Final = ("devices", "residents", "responders", "resident_responders")
+_V5_REGISTRY_VERSION: Final[tuple[str, ...]] = (
+    """CREATE TABLE registry_version (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        version INTEGER NOT NULL)""",
+    "INSERT INTO registry_version (id, version) VALUES (1, 1)",
+    *(
+        f"""CREATE TRIGGER {table}_{op.lower()}_bumps_registry AFTER {op} ON {table}
+            BEGIN UPDATE registry_version SET version = version + 1 WHERE id = 1; END"""
+        for table in _REGISTRY_TABLES
+        for op in ("INSERT", "UPDATE", "DELETE")
+    ),
+)
+
 # (version, statements), strictly increasing. Append new steps; never edit a released one.
 MIGRATIONS: Final[Sequence[tuple[int, Sequence[str]]]] = (
     (1, _V1),
     (2, _V2_ALERTS),
     (3, _V3_USERS),
     (4, _V4_AUDIT),
+    (5, _V5_REGISTRY_VERSION),
 )
 
 LATEST: Final = MIGRATIONS[-1][0]

@@ -385,6 +385,10 @@ class SqliteStore(SqliteAlerts, SqliteUsers, SqliteAudit):
         await self._run(write)
 
     # -- registry ---------------------------------------------------------------------------
+    async def registry_version(self) -> int:
+        rows = await self.query("SELECT version FROM registry_version WHERE id = 1")
+        return int(rows[0][0])
+
     async def known_device_ids(self) -> set[str]:
         rows = await self.query("SELECT device_id FROM devices")
         return {r[0] for r in rows}

@@ -13,7 +13,7 @@ from alerts.config import AlertsSettings
 from alerts.directory import Directory
 from alerts.engine import AlertEngine, EngineStore
 from alerts.models import AlertState, Priority
-from devices.feedback import FeedbackRouter
+from devices.feedback import FeedbackQueue
 from devices.models import DeviceHealth, Event, EventType
 from gateway.storage.factory import open_store
 from tests.alerts.conftest import seed_community
@@ -45,7 +45,7 @@ async def engine(db_url: str, phones: Receiver) -> AsyncIterator[tuple[AlertEngi
         store=store,  # type: ignore[arg-type]
         settings=settings,
         directory=directory,
-        feedback=FeedbackRouter(),
+        feedback=FeedbackQueue(),
         clock=clock,
     )
     try:

@@ -16,7 +16,7 @@ from alerts.directory import Directory
 from alerts.engine import AlertEngine
 from alerts.models import Priority
 from alerts.outage import OutageDispatcher, OutageNotice
-from devices.feedback import FeedbackRouter
+from devices.feedback import FeedbackQueue
 from devices.models import DeviceType, Event, EventType
 from devices.records import Contact, DeviceRecord, ResidentRecord, ResponderRecord
 from gateway.storage.sqlite import SqliteStore
@@ -172,7 +172,7 @@ async def test_the_engine_opens_the_alert_from_the_notice(tmp_path: Path) -> Non
             store=store,
             settings=AlertsSettings(policies=POLICIES),
             directory=directory(),
-            feedback=FeedbackRouter(),
+            feedback=FeedbackQueue(),
         )
         notice = OutageNotice(
             "id:btn-1-sos", "a" * 32, NOW + timedelta(seconds=2), 0, ("responder:v-1",), 1

@@ -110,7 +110,7 @@ async def _crash_loop(live: LiveGateway) -> dict[str, Any] | None:
     body = await live.ready_status(503)
     if body is None:
         return None
-    task = body["checks"]["tasks"].get("telemetry-ingest", {})
+    task = body["checks"]["tasks"].get("bulk-path", {})
     return body if task.get("restarts", 0) >= 2 and task.get("last_error") else None
 
 
@@ -145,9 +145,9 @@ async def _crash_and_fix(
             body = await wait_for(
                 lambda: _crash_loop(live), timeout=30, message="crash loop on /readyz"
             )
-            task = body["checks"]["tasks"]["telemetry-ingest"]
+            task = body["checks"]["tasks"]["bulk-path"]
             assert "readings" in task["last_error"]
-            restarts = await live.metric('scgw_task_restarts_total{task="telemetry-ingest"}')
+            restarts = await live.metric('scgw_task_restarts_total{task="bulk-path"}')
             assert restarts is not None
             assert restarts >= 2
             # The event lane is its own task: presses are still stored.

@@ -1,5 +1,5 @@
 """Helpers for the source tests (serial, SIA, zigbee2mqtt): registered records with source
-addresses, and a bus handler that records what reached ``EventBus.deliver``."""
+addresses, and a listener that records what reached the alert side (``consequences.listen``)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ async def register_records(db_url: str, records: Sequence[DeviceRecord]) -> None
 
 @dataclass
 class Recorder:
-    """An ``EventHandler`` standing in for the alert engine."""
+    """Registered with ``gateway.consequences.listen``: what the alert engine was given."""
 
     name: str = "recorder"
     seen: list[tuple[Event, bool]] = field(default_factory=list)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -109,7 +110,8 @@ async def test_bad_input_is_counted_and_others_are_unaffected(
             mosquitto,
             db_url,
             mqtt={"max_payload_bytes": 1024},
-            ingest={"device_rate": 0.001, "device_burst": 5},
+            # The opt-in discarding of floods, with a tiny limit to meet it at once.
+            ingest={"device_rate": 0.001, "device_burst": 5, "flood_action": "discard"},
         )
     )
 
@@ -153,7 +155,11 @@ async def test_bad_input_is_counted_and_others_are_unaffected(
     assert rejected("event", "unknown_device") == 1
     # The limit counts every message of the device: 2 invalid + 200 flood, burst 5.
     assert rejected("telemetry", "rate_limited") == 197
-    assert await gw.count("SELECT count(*) FROM v_readings WHERE device_id = 'btn-1'") == 3
+    await wait_for(
+        lambda: _is(gw.count("SELECT count(*) FROM v_readings WHERE device_id = 'btn-1'"), 3),
+        timeout=10,
+        message="the three readings within the burst stored",
+    )
 
     pending = await gw.store.pending_devices()
     assert [(p.device_id, p.sos_count) for p in pending] == [("stranger", 1)]
@@ -225,3 +231,7 @@ async def test_event_lane_does_not_wait_for_telemetry(
 
 async def _equals(probe, expected):  # type: ignore[no-untyped-def]
     return (await probe()) == expected
+
+
+async def _is(value: Any, expected: object) -> bool:
+    return bool(await value == expected)

@@ -14,7 +14,7 @@ import pytest
 
 from bench.services.postgres import PostgresServer
 from devices.codecs import Skipped
-from devices.feedback import Feedback, FeedbackKind
+from devices.feedback import Delivery, Feedback, FeedbackKind
 from devices.models import DeviceType
 from devices.records import DeviceRecord
 from devices.serial_frame import (
@@ -27,6 +27,7 @@ from devices.serial_frame import (
     encode,
 )
 from gateway.metrics import Metrics
+from gateway.serial.feedback import SerialFeedback
 from gateway.serial.reader import SerialPortReader
 from simulators.serial_device import PtyLine, SerialSimulator, TcpLine
 from tests.gateway.conftest import Publisher, gateway_settings, register
@@ -87,7 +88,7 @@ async def start(
         mosquitto, db_url, serial={"ports": [{"name": "bus1", "url": url}]}, **extra
     )
     gw = await start_gateway(settings)
-    reader = gw.gateway.parts.sources.serial["bus1"]
+    reader = gw.gateway.parts.serial["bus1"]
     await wait_for(lambda: reader.state.open, timeout=10, message="serial port open")
     return gw
 
@@ -117,7 +118,7 @@ async def test_frames_byte_by_byte_garbage_bad_crc_duplicates_and_acks(
     lines.append(line)
     gw = await start(start_gateway, mosquitto, db_url, line.url)
     recorder = Recorder()
-    gw.gateway.bus.subscribe(recorder)
+    gw.gateway.consequences.listen(recorder)
 
     async with reading(SerialSimulator(line, [BTN, TH])) as sim:
         # An SOS, one byte at a time with garbage before it: the reader sees many small reads.
@@ -210,7 +211,7 @@ async def test_port_disappears_and_comes_back(
     line = PtyLine(link)
     lines.append(line)
     gw = await start(start_gateway, mosquitto, db_url, str(link))
-    reader = gw.gateway.parts.sources.serial["bus1"]
+    reader = gw.gateway.parts.serial["bus1"]
     async with reading(SerialSimulator(line, [BTN])) as sim:
         ack, _ = await sim.press(BTN)
         assert ack.status == 1
@@ -261,7 +262,7 @@ async def test_socket_serial_server_stops_and_restarts(
     line = await TcpLine.listen(port=port)
     lines.append(line)
     gw = await start(start_gateway, mosquitto, db_url, line.url)
-    reader = gw.gateway.parts.sources.serial["bus1"]
+    reader = gw.gateway.parts.serial["bus1"]
     await wait_for(line.connected.is_set, timeout=10, message="gateway connected")
 
     line.close()  # the serial server goes away
@@ -289,11 +290,12 @@ async def test_feedback_goes_out_as_81_with_its_status(
     async with reading(SerialSimulator(line, [BTN])) as sim:
         # "received" was the 81/01 written after the store: not repeated, but reported done.
         kinds = (FeedbackKind.ALERT_RECEIVED, FeedbackKind.RESPONDER_ASSIGNED)
+        sender = SerialFeedback(gw.gateway.parts.serial, gw.gateway.registry)
         for kind in (*kinds, FeedbackKind.RESOLVED):
-            sent = await gw.gateway.feedback.send(
+            sent = await sender.send(
                 Feedback("btn-101", kind, alert_id="a-1", source="serial", seq=42)
             )
-            assert sent
+            assert sent is Delivery.SENT
         await wait_for(
             lambda: [a.status for a in acks_for(sim, BTN, 42)()] == [2, 3],
             timeout=10,
@@ -301,9 +303,9 @@ async def test_feedback_goes_out_as_81_with_its_status(
         )
         assert sim.devices[BTN].feedback == [2, 3]
     unknown = Feedback("th-nowhere", FeedbackKind.RESOLVED, "a-2", source="serial", seq=1)
-    assert not await gw.gateway.feedback.send(unknown)
+    assert await sender.send(unknown) is Delivery.NEVER
     no_seq = Feedback("btn-101", FeedbackKind.RESOLVED, "a-3", source="serial")
-    assert not await gw.gateway.feedback.send(no_seq)
+    assert await sender.send(no_seq) is Delivery.NEVER
 
 
 async def test_a_url_asyncio_cannot_read_is_reported_not_hidden() -> None:
@@ -311,9 +313,7 @@ async def test_a_url_asyncio_cannot_read_is_reported_not_hidden() -> None:
         name="bus9",
         url="loop://",  # pyserial opens it, but it has no file descriptor to wait on
         baudrate=9600,
-        sink=None,  # type: ignore[arg-type]
-        batcher=None,  # type: ignore[arg-type]
-        index=None,  # type: ignore[arg-type]
+        intake=None,  # type: ignore[arg-type]  # never reached: nothing can be read
         metrics=Metrics(),
     )
     task = asyncio.create_task(reader.run())

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from devices import dc09
+from devices.codec import Rejected
 from devices.models import DeviceType
 from devices.records import DeviceRecord
 from gateway.config import ConfigError, load_settings
-from gateway.ingest.sink import DeviceSink
 from gateway.metrics import Metrics
 from gateway.sia.receiver import SiaReceiver
 from tests.gateway.conftest import gateway_settings
@@ -75,15 +75,15 @@ async def sia_gateway(
         },
     )
     gw = await start_gateway(settings)
-    receiver = gw.gateway.parts.sources.sia
+    receiver = gw.gateway.parts.sia
     await wait_for(lambda: receiver.port, timeout=10, message="SIA receiver listening")
     recorder = Recorder()
-    gw.gateway.bus.subscribe(recorder)
+    gw.gateway.consequences.listen(recorder)
     return gw, recorder
 
 
 async def connect(gw: Any) -> Panel:
-    reader, writer = await asyncio.open_connection("127.0.0.1", gw.gateway.parts.sources.sia.port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.gateway.parts.sia.port)
     return Panel(reader, writer)
 
 
@@ -272,7 +272,7 @@ async def test_a_taken_port_is_not_ready_and_says_why(
         taken.listen()
         settings = gateway_settings(mosquitto, db_url, sia={"bind": f"127.0.0.1:{port}"})
         gw = await start_gateway(settings)
-        receiver = gw.gateway.parts.sources.sia
+        receiver = gw.gateway.parts.sia
         await wait_for(lambda: receiver.state.last_error, timeout=10, message="bind failure")
         checks = await gw.gateway.readiness()
         assert checks["sia"]["ok"] is False
@@ -286,8 +286,17 @@ def bare_receiver(**sia: Any) -> SiaReceiver:
         None, sia={"bind": "127.0.0.1:12128", "accounts": [{"account": "1234"}], **sia}
     ).sia
     metrics = Metrics()
-    sink = DeviceSink(store=None, bus=None, metrics=metrics, lane="sia")  # type: ignore[arg-type]
-    return SiaReceiver(settings, sink=sink, index=None, metrics=metrics)  # type: ignore[arg-type]
+    return SiaReceiver(settings, intake=Refusals(metrics), metrics=metrics)  # type: ignore[arg-type]
+
+
+class Refusals:
+    """The one part of the intake a message that reports nothing reaches: counted refusals."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def reject(self, lane: str, where: str, rejection: Rejected) -> None:
+        self._metrics.rejected.labels(lane=lane, reason=rejection.reason.value).inc()
 
 
 @pytest.mark.parametrize(

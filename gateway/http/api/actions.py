@@ -87,11 +87,11 @@ class DeskActions:
         return AssignResult(AssignStatus.DONE, alert)
 
     async def _tell_device(self, alert: Alert) -> None:
-        """The resident's device: "a helper is on the way" (as the engine does on accept)."""
+        """The resident's device: "a helper is on the way" (as the engine does on accept);
+        queued, the outcome goes on the timeline when it is known."""
         if alert.device_id is None:
             return
-        engine = self._console.engine
-        sent = await engine.feedback.send(
+        self._console.engine.feedback.tell(
             Feedback(
                 alert.device_id,
                 FeedbackKind.RESPONDER_ASSIGNED,
@@ -99,17 +99,6 @@ class DeskActions:
                 alert.source,
                 seq=alert.source_seq,
             )
-        )
-        await self._console.store.add_timeline(
-            [
-                TimelineEntry(
-                    alert.id,
-                    self._console.now(),
-                    "system",
-                    "device_feedback",
-                    _json(cmd=FeedbackKind.RESPONDER_ASSIGNED.value, sent=sent),
-                )
-            ]
         )
 
     async def _notify(self, alert: Alert, responder: ResponderRecord) -> None:

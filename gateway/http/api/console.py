@@ -15,7 +15,6 @@ from alerts.directory import Directory
 from alerts.engine import AlertEngine, EngineStore
 from alerts.models import Alert, TimelineEntry
 from devices.records import DeviceRecord, ResidentRecord, ResponderRecord
-from devices.registry import RegistryCache
 from gateway.audit import AuditStore
 from gateway.config import Settings
 from gateway.http.api import labels
@@ -29,6 +28,7 @@ from gateway.http.api.models import (
     TimelineOut,
 )
 from gateway.rate_limit import DeviceRateLimiter
+from gateway.registry import LiveRegistry
 from gateway.storage._alerts import as_instant
 from gateway.storage.buckets import ReadingQueries
 from gateway.users import UserStore
@@ -53,7 +53,7 @@ class Console:
     engine: AlertEngine
     directory: Directory
     settings: Settings
-    registry: RegistryCache | None = None
+    registry: LiveRegistry | None = None
     notifier: Notifier | None = None
     # Flooding devices (in this process's memory: see gateway.rate_limit).
     limiter: DeviceRateLimiter | None = None
@@ -67,11 +67,10 @@ class Console:
         return self.clock()
 
     async def refresh_registry(self, device_id: str | None = None) -> None:
-        """After a registry change made here: the alert side sees it at once, not after the
-        next periodic refresh."""
-        if device_id is not None and self.registry is not None:
-            self.registry.adopt(device_id)
-        await self.directory.refresh(self.store)
+        """After a registry change made here: every part sees it at once (the registry's
+        version moved; this reads it now rather than at the next message)."""
+        if self.registry is not None:
+            await self.registry.check()
 
     async def unreached(self, alert_ids: Sequence[str]) -> set[str]:
         """Which alerts had an escalation step that reached nobody."""

@@ -37,13 +37,12 @@ def any_db(request: pytest.FixtureRequest) -> str:
 
 @dataclass
 class FeedbackLog:
-    """Stands in for the MQTT command sender: what the devices would have been told."""
+    """Stands in for the device feedback queue: what the devices were told."""
 
     sent: list[Feedback] = field(default_factory=list)
 
-    async def send(self, feedback: Feedback) -> bool:
+    def tell(self, feedback: Feedback) -> None:
         self.sent.append(feedback)
-        return True
 
 
 @dataclass
@@ -181,7 +180,7 @@ async def build_site(db_url: str) -> Built:
     gateway = Gateway(settings, http=False)
     await gateway.store.open()
     log = FeedbackLog()
-    gateway.feedback.register("mqtt", log)
+    gateway.alerting.engine.feedback = log
     try:
         alerts = await seed(gateway)
         tokens = await make_users(cast(ApiStore, gateway.store))

@@ -9,7 +9,7 @@ import pytest
 
 from devices.models import Event, EventType
 from gateway.config import ConfigError, load_settings
-from gateway.spool.durable import spool_path, with_dedup_key
+from gateway.intake.durable import spool_path, with_dedup_key
 
 
 def test_defaults_and_sizes() -> None:

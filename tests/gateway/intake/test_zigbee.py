@@ -48,7 +48,7 @@ async def test_zigbee_events_during_outage_land_once_after_it(
     )
     gateway = Gateway(settings, http=False)
     recorder = Recorder()
-    gateway.bus.subscribe(recorder)
+    gateway.consequences.listen(recorder)
     task = asyncio.create_task(gateway.run())
     publisher = Publisher(mosquitto.url, "z2m-outage-devices")
     try:

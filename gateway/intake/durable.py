@@ -1,4 +1,7 @@
-"""The one way ingest makes a message durable: the database, or — while it is away — the spool.
+"""The one durable step of the intake: the database, or — while it is away — the spool.
+
+It returns what happened (stored new, a duplicate, spooled) and knows nothing of alerts; the
+paths act on the result (``gateway.intake.consequences``).
 
 A write is tried ``attempts`` times within a short ``write_timeout`` each (a blip does not
 spool); when it still fails the record is appended to the spool (fsynced) and the caller may
@@ -10,10 +13,10 @@ the write is retried, as without a spool). Readings and pending sightings are re
 full spool: the call then waits, unacked (the broker keeps the messages), until there is room.
 
 The drain (``run_drain``, supervised in the gateway's TaskGroup) waits until the database
-answers, then replays the oldest segment record by record into the store, the event bus (the
-alert engine, with any outage notice) and the readings hook, and deletes a segment once all of
-it is applied. Replays are idempotent: events carry a dedup key (one is given to events that
-had none), readings dedup on (device, metric, ts), the engine on the event's trigger key.
+answers, then replays the oldest segment record by record into the store and the
+consequences (the alert engine, with any outage notice), and deletes a segment once all of it
+is applied. Replays are idempotent: events carry a dedup key (one is given to events that had
+none), readings dedup on (device, metric, ts), the engine on the event's trigger key.
 """
 
 from __future__ import annotations
@@ -26,24 +29,16 @@ import os
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
-from alerts.outage import OutageDispatcher, OutageNotice
+from alerts.outage import OutageNotice
 from alerts.replies import Reply
 from devices.codecs import rebind
 from devices.health import health_of, merge
-from devices.models import (
-    DeviceHealth,
-    Event,
-    PendingSighting,
-    Reading,
-    Status,
-    Telemetry,
-)
-from devices.registry import RegistryCache
-from gateway.ingest.bus import EventBus
-from gateway.ingest.common import write_durably
+from devices.models import DeviceHealth, Event, PendingSighting, Reading, Status, Telemetry
+from gateway.intake.consequences import Consequences
 from gateway.metrics import Metrics
+from gateway.registry import LiveRegistry
 from gateway.spool import records as rec
 from gateway.spool.spool import Spool
 from gateway.storage.base import BatchResult, Store, StoreError
@@ -51,10 +46,8 @@ from gateway.storage.base import BatchResult, Store, StoreError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-ReadingsHook = Callable[[Sequence[Reading]], Awaitable[None]]
-# Provisional id of a source address (``DeviceAddress.pending_id``) → the device registered
-# there now, or None (``AddressIndex.registered_as``).
-PendingResolver = Callable[[str], Awaitable[str | None]]
+RETRY_FIRST = 0.05
+RETRY_MAX = 5.0
 FULL_RETRY = 0.5  # how often a refused readings batch looks for room again
 DISK_RETRY_MAX = 5.0
 DRAIN_RETRY_FIRST = 0.2
@@ -65,55 +58,65 @@ class Unavailable(Exception):
     """The database did not take the write within the short retry."""
 
 
-class ReplyHandler(Protocol):
-    async def handle_reply(self, reply: Reply) -> None: ...
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class EventResult:
     new: bool  # stored now for the first time (False: a duplicate, or spooled)
     spooled: bool
 
 
-class Durability:
+async def write_durably(metrics: Metrics, lane: str, write: Callable[[], Awaitable[T]]) -> T:
+    """Retry a write until the database takes it (no spool configured). Nothing is acked
+    meanwhile, so the source keeps the input; a crash here loses nothing."""
+    delay = RETRY_FIRST
+    while True:
+        try:
+            return await write()
+        except StoreError as exc:
+            metrics.store_errors.labels(lane=lane).inc()
+            log.warning("%s lane: store unavailable (%s); retrying in %.2fs", lane, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+
+
+class Durable:
     def __init__(
         self,
         *,
         store: Store,
         spool: Spool | None,
-        bus: EventBus,
-        registry: RegistryCache,
+        registry: LiveRegistry,
         metrics: Metrics,
-        outage: OutageDispatcher | None = None,
-        on_readings: ReadingsHook | None = None,
-        replies: ReplyHandler | None = None,
+        consequences: Consequences | None = None,
         attempts: int = 2,
         retry_delay: float = 0.1,
         write_timeout: float = 2.0,
     ) -> None:
         self.store = store
         self.spool = spool
-        self.bus = bus
         self.registry = registry
         self.metrics = metrics
-        self.outage = outage
-        self.on_readings = on_readings
-        self.replies = replies
+        # What the drain tells after a replay; the gateway sets it once the alert side exists.
+        self.consequences = consequences
         self.attempts = attempts
         self.retry_delay = retry_delay
         self.write_timeout = write_timeout
         # Spooled events whose outage notification is going out: set once the event record
         # is on disk (the notice record must follow it).
         self._event_durable: dict[str, asyncio.Event] = {}
-        # Set by the address sources (serial, SIA, zigbee2mqtt): their messages of addresses
-        # that could not be looked up are spooled unchecked under the address's provisional id.
-        self.resolve_pending: PendingResolver | None = None
+
+    @property
+    def spooling(self) -> bool:
+        """Writes go to the spool now (the database was away and the spool is not drained)."""
+        return self.spool is not None and self.spool.active
 
     # -- trying the database ------------------------------------------------------------------
     async def attempt(self, lane: str, write: Callable[[], Awaitable[T]]) -> T:
         """``write`` within the short retry, or ``Unavailable``. A write that hangs past
         ``write_timeout`` counts as failed (a stopped server makes the pool wait far longer);
-        if it did commit after all, the spooled copy is a duplicate the store absorbs."""
+        if it did commit after all, the spooled copy is a duplicate the store absorbs.
+        Without a spool it waits for the database instead (nothing to fall back on)."""
+        if self.spool is None:
+            return await write_durably(self.metrics, lane, write)
         for attempt in range(1, self.attempts + 1):
             try:
                 async with asyncio.timeout(self.write_timeout):
@@ -128,49 +131,37 @@ class Durability:
                 await asyncio.sleep(self.retry_delay)
         raise Unavailable("database unavailable")
 
-    async def known(self, lane: str, device_id: str) -> bool | None:
-        """Whether the registry knows ``device_id``; None when it cannot be asked now (only
-        with a spool: without one this waits for the database as before)."""
-        answer = self.registry.cached(device_id)
-        if answer is not None:
-            return answer
-        if self.spool is None:
-            return await write_durably(
-                self.metrics, lane, lambda: self.registry.is_known(device_id)
-            )
-        try:
-            return await self.attempt(lane, lambda: self.registry.is_known(device_id))
-        except Unavailable:
-            return None
-
-    # -- the writes ingest makes --------------------------------------------------------------
-    async def event(self, lane: str, event: Event, *, checked: bool = True) -> EventResult:
-        """Store ``event`` and hand it to the bus, or spool it. Durable when this returns."""
+    # -- the writes the paths make ------------------------------------------------------------
+    async def event(
+        self,
+        lane: str,
+        event: Event,
+        *,
+        checked: bool = True,
+        on_spooling: Callable[[Event], bool] | None = None,
+    ) -> EventResult:
+        """Store ``event``, or spool it. Durable when this returns. ``checked=False``: the
+        registry could not be asked (database away): always spooled, the drain decides.
+        ``on_spooling(event)`` runs just before the spool append; True means an outage
+        notice will follow it (``record_notice``), which must land after the event."""
         spool = self.spool
         if spool is None:
             new = await write_durably(self.metrics, lane, lambda: self.store.store_event(event))
-            await write_durably(
-                self.metrics, lane, lambda: self.bus.deliver(event, duplicate=not new)
-            )
             return EventResult(new, spooled=False)
         if checked and not spool.active:
             try:
                 new = await self.attempt(lane, lambda: self.store.store_event(event))
-                # No short timeout here: the engine may be slow for reasons of its own (a
-                # device feedback publish); only the database failing sends the event on.
-                await self.bus.deliver(event, duplicate=not new)
                 return EventResult(new, spooled=False)
-            except (Unavailable, StoreError) as exc:
+            except Unavailable as exc:
                 log.warning("%s lane: %s; spooling event of %s", lane, exc, event.device_id)
         keyed = with_dedup_key(event)
         key = keyed.dedup_key
         assert key is not None
-        outage = self.outage
         durable = asyncio.Event()
-        # Started before the append so that the drain, replaying this event, always finds the
+        # Called before the append so that the drain, replaying this event, always finds the
         # notification (in flight or done); its notice record waits for ``durable`` so that
         # it lands after the event in the spool.
-        if checked and outage is not None and outage.start(keyed):
+        if checked and on_spooling is not None and on_spooling(keyed):
             self._event_durable[key] = durable
         await self._append(lane, rec.SpooledEvent(keyed, checked), kind="event")
         durable.set()
@@ -180,31 +171,36 @@ class Durability:
         self,
         lane: str,
         readings: Sequence[Reading],
-        health: Sequence[DeviceHealth],
+        health: Sequence[DeviceHealth] = (),
+        *,
         unchecked: Sequence[Telemetry | Status] = (),
+        after: Callable[[Sequence[Reading]], Awaitable[None]] | None = None,
     ) -> BatchResult | None:
-        """Store readings and health in one transaction, then run the readings hook
-        (thresholds) — or spool them (None). While the spool is full this waits, unacked
+        """Store readings and device health in one transaction, then run ``after`` on the
+        readings (thresholds) — or spool them all (None; the drain runs ``after`` then).
+        ``unchecked``: messages of devices the registry could not be asked about (database
+        away), spooled for the drain to sort out. While the spool is full this waits, unacked
         (the broker keeps the messages), trying the database again whenever the spool is
         empty."""
+
+        async def write() -> BatchResult:
+            result = await self.store.store_batch(readings, health)
+            # ``after`` failing with the database retries both: the store absorbs the
+            # repeated readings, and a spooled copy runs ``after`` at replay.
+            if after is not None and readings:
+                await after(readings)
+            return result
+
         spool = self.spool
         if spool is None:
-            result = await write_durably(
-                self.metrics, lane, lambda: self.store.store_batch(readings, health)
-            )
-            hook = self.on_readings
-            if hook is not None and readings:
-                await write_durably(self.metrics, lane, lambda: hook(readings))
-            return result
+            if unchecked:
+                raise ValueError("unchecked messages need a spool")
+            return await write_durably(self.metrics, lane, write)
         record = rec.SpooledReadings(tuple(readings), tuple(health), tuple(unchecked))
         while True:
-            if not spool.active:
+            if not spool.active and not unchecked:
                 try:
-                    # A hook failing after the commit retries both: the store absorbs the
-                    # repeated readings, and the spooled copy runs the hook at replay.
-                    stored: BatchResult | None = await self.attempt(
-                        lane, lambda: self._store_readings(record)
-                    )
+                    stored = await self.attempt(lane, write)
                     spool.relieved()
                     return stored
                 except Unavailable as exc:
@@ -233,19 +229,26 @@ class Durability:
                 return
             await asyncio.sleep(FULL_RETRY)
 
-    async def reply(self, lane: str, reply: Reply) -> None:
-        """A responder's reply: acted on now, or replayed after the outage (a reply to an
-        outage notice names the alert id the alert gets when it is created)."""
-        replies = self.replies
-        if replies is None:
+    async def health(self, lane: str, health: Sequence[DeviceHealth]) -> None:
+        """Best effort: a device's health is refreshed by its next message, so a write that
+        fails (or would have to wait for a database that is away) is skipped, not spooled."""
+        if not health or self.spooling:
             return
-        spool = self.spool
-        if spool is None:
-            await write_durably(self.metrics, lane, lambda: replies.handle_reply(reply))
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                await self.store.record_health(health)
+        except (StoreError, TimeoutError) as exc:
+            log.warning("device health not updated (%s): %s", lane, exc or "timeout")
+
+    async def reply(self, lane: str, reply: Reply, act: Callable[[Reply], Awaitable[None]]) -> None:
+        """A responder's reply: acted on now, or spooled and replayed after the outage (a
+        reply to an outage notice names the alert id the alert gets when it is created)."""
+        if self.spool is None:
+            await write_durably(self.metrics, lane, lambda: act(reply))
             return
-        if not spool.active:
+        if not self.spool.active:
             try:
-                await self.attempt(lane, lambda: replies.handle_reply(reply))
+                await self.attempt(lane, lambda: act(reply))
                 return
             except Unavailable:
                 pass
@@ -340,11 +343,12 @@ class Durability:
         self.metrics.drained.labels(kind=kind).inc()
 
     async def _replay(self, record: rec.Record) -> str:
+        consequences = self.consequences
         if isinstance(record, rec.SpooledEvent):
             await self._replay_event(record)
             return "event"
         if isinstance(record, rec.SpooledReadings):
-            result = await self._store_readings(record)
+            result = await self._replay_readings(record)
             if result is not None:
                 self.metrics.readings_stored.inc(result.readings_new)
             return "readings"
@@ -352,21 +356,20 @@ class Durability:
             await self.store.record_pending(record.sightings)
             return "pending"
         if isinstance(record, rec.SpooledReply):
-            if self.replies is not None:
-                await self.replies.handle_reply(record.reply)
+            if consequences is not None:
+                await consequences.reply(record.reply)
             return "reply"
-        # A notice was applied with its event (the dispatcher keeps it in memory, and loads
-        # it from the spool after a restart); once its own record is drained it is done.
-        if self.outage is not None:
-            self.outage.forget(record.notice.event_key)
+        # A notice was applied with its event (the outage dispatcher keeps it in memory, and
+        # loads it from the spool after a restart); once its own record is drained it is done.
+        if consequences is not None:
+            consequences.notice_drained(record.notice)
         return "notice"
 
     async def _registered_as(self, device_id: str) -> str | None:
         """The registered device an unchecked message belongs to, or None (pending)."""
-        if await self.registry.is_known(device_id):
-            return device_id
-        resolve = self.resolve_pending
-        return None if resolve is None else await resolve(device_id)
+        if not await self.registry.check():
+            raise StoreError("the registry cannot be read")
+        return self.registry.registered_as(device_id)
 
     async def _replay_event(self, record: rec.SpooledEvent) -> None:
         event = record.event
@@ -383,11 +386,8 @@ class Durability:
                 assert isinstance(bound, Event)
                 event = bound
         new = await self.store.store_event(event)
-        notice = None
-        key = event.dedup_key
-        if self.outage is not None and key is not None:
-            notice = await self.outage.wait_for(key)
-        await self.bus.deliver(event, duplicate=not new, notice=notice)
+        if self.consequences is not None:
+            await self.consequences.event_replayed(event, duplicate=not new)
         if new:
             self.metrics.stored.labels(kind="event").inc()
             try:
@@ -395,9 +395,9 @@ class Durability:
             except StoreError as exc:  # refreshed by the next message; the event is safe
                 log.warning("device health of %s not updated: %s", event.device_id, exc)
 
-    async def _store_readings(self, record: rec.SpooledReadings) -> BatchResult | None:
+    async def _replay_readings(self, record: rec.SpooledReadings) -> BatchResult | None:
         """Readings and health in one transaction, messages of devices not checked yet
-        sorted into stored or pending, then the readings hook."""
+        sorted into stored or pending, then the thresholds."""
         readings = list(record.readings)
         health = {h.device_id: h for h in record.health}
         pending: list[PendingSighting] = []
@@ -418,8 +418,8 @@ class Durability:
         result = None
         if readings or health:
             result = await self.store.store_batch(readings, list(health.values()))
-            if self.on_readings is not None and readings:
-                await self.on_readings(readings)
+            if self.consequences is not None and readings:
+                await self.consequences.readings_stored(readings)
         if pending:
             await self.store.record_pending(pending)
         return result
@@ -432,6 +432,19 @@ class Durability:
                 out.write(body + b"\n")
         except OSError as exc:
             log.error("could not keep the set-aside record: %s", exc)
+
+
+def split(messages: Sequence[Telemetry | Status]) -> tuple[list[Reading], list[DeviceHealth]]:
+    """The readings of ``messages`` and one health summary per device."""
+    readings: list[Reading] = []
+    health: dict[str, DeviceHealth] = {}
+    for message in messages:
+        if type(message) is Telemetry:
+            readings.extend(message.readings)
+        seen = health_of(message)
+        before = health.get(seen.device_id)
+        health[seen.device_id] = seen if before is None else merge(before, seen)
+    return readings, list(health.values())
 
 
 def with_dedup_key(event: Event) -> Event:

@@ -1,1 +1,0 @@
-"""Ingest: source lanes → codec → durable store → ack."""
