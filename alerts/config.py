@@ -8,11 +8,11 @@ minute the station desk and the family, and keeps escalating until someone accep
 from __future__ import annotations
 
 import re
-from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from alerts.models import PolicyStep, Priority
+from devices.durations import Duration
 from devices.models import DeviceType
 
 _TARGET_RE = re.compile(
@@ -20,14 +20,7 @@ _TARGET_RE = re.compile(
 )
 
 
-def _seconds(value: object) -> float:
-    # Imported lazily: gateway.config imports this module.
-    from gateway.config import parse_duration
-
-    return parse_duration(value)
-
-
-Seconds = Annotated[float, BeforeValidator(_seconds)]
+Seconds = Duration
 
 
 class _Section(BaseModel):
