@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from devices.models import DeviceHealth, Event, PendingSighting, Reading
 from devices.records import DeviceRecord, ResidentRecord, ResponderRecord
+from devices.registry import UpsertResult
 
 
 class StoreError(Exception):
@@ -36,13 +37,6 @@ class PendingDevice:
     sos_count: int
     last_kind: str
     last_payload: str
-
-
-@dataclass(frozen=True, slots=True)
-class UpsertResult:
-    inserted: int
-    updated: int
-    unchanged: int
 
 
 class Store(Protocol):

@@ -23,12 +23,13 @@ from typing import Any, Final, TypeVar
 
 from devices.models import DeviceHealth, Event, PendingSighting, Reading
 from devices.records import DeviceRecord, ResidentRecord, ResponderRecord
+from devices.registry import UpsertResult
 from gateway.storage import _registry as reg
 from gateway.storage import schema_sqlite as schema
 from gateway.storage._util import as_json_text, fold_pending, parse_utc_text, utc_text
 from gateway.storage.alerts_sqlite import SqliteAlerts
 from gateway.storage.audit_sqlite import SqliteAudit
-from gateway.storage.base import BatchResult, PendingDevice, StoreError, UpsertResult
+from gateway.storage.base import BatchResult, PendingDevice, StoreError
 from gateway.storage.users_sqlite import SqliteUsers
 from gateway.storage.worker import PriorityWorker
 

@@ -26,7 +26,8 @@ from devices.models import (
     Reading,
 )
 from devices.records import Contact, DeviceRecord, ResidentRecord, ResponderRecord
-from gateway.storage.base import BatchResult, Store, UpsertResult
+from devices.registry import UpsertResult
+from gateway.storage.base import BatchResult, Store
 from gateway.storage.factory import open_store
 from tests.storage.conftest import CST, NST, T0, columns_of
 
