@@ -15,10 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
 
 from alerts.config import AlertsSettings
-from alerts.directory import Directory
 from alerts.messages import format_time
 from alerts.models import (
     ACTIVE_STATES,
@@ -41,20 +39,16 @@ from alerts.rules import (
     RestoreAlerts,
     classify,
 )
-from alerts.store import AlertStore
+from alerts.store import DevicePresence, EngineStore
 from alerts.thresholds import ThresholdTracker
 from devices.feedback import Feedback, FeedbackKind, FeedbackRouter
 from devices.models import DeviceType, Event, Reading
-from gateway.storage.base import Store
+from devices.registry import RegistryView
 
 log = logging.getLogger(__name__)
 
 SOS_DEVICES = frozenset({DeviceType.SOS_BUTTON.value, DeviceType.PENDANT.value})
 ACTIVITY_EVENTS = ("motion", "door_open", "door_close")
-
-
-class EngineStore(Store, AlertStore, Protocol):
-    """Both halves of the store: registry/events and alert state."""
 
 
 class ActionStatus(StrEnum):
@@ -91,15 +85,6 @@ def outage_entry(alert_id: str, notice: OutageNotice) -> TimelineEntry:
     )
 
 
-def _as_time(value: object) -> datetime:
-    """An aggregate's time: SQLite returns the stored text (aggregates lose the column's
-    declared type), PostgreSQL a datetime."""
-    if isinstance(value, datetime):
-        return value
-    parsed = datetime.fromisoformat(str(value))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 class AlertEngine:
     name = "alerts"
     takes_outage_notice = True  # EventBus.deliver passes spool replays' outage notices
@@ -109,14 +94,14 @@ class AlertEngine:
         *,
         store: EngineStore,
         settings: AlertsSettings,
-        directory: Directory,
+        registry: RegistryView,
         feedback: FeedbackRouter,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         wake_dispatcher: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
         self.settings = settings
-        self.directory = directory
+        self.registry = registry
         self.feedback = feedback
         self.clock = clock
         self.wake_dispatcher = wake_dispatcher
@@ -188,7 +173,7 @@ class AlertEngine:
         the spool once the database is back)."""
         decision = classify(event)
         if isinstance(decision, OpenAlert):
-            device = self.directory.device(event.device_id)
+            device = self.registry.device(event.device_id)
             resident_id = device.resident_id if device else None
             result = await self.open(
                 kind=decision.kind,
@@ -246,7 +231,7 @@ class AlertEngine:
         for crossing in self.thresholds.observe(readings):
             reading, rule = crossing.reading, crossing.rule
             if crossing.alarm:
-                device = self.directory.device(reading.device_id)
+                device = self.registry.device(reading.device_id)
                 await self.open(
                     kind=rule.kind,
                     priority=rule.priority,
@@ -398,17 +383,14 @@ class AlertEngine:
         """Open a device_offline alert for each registered device silent past its type's
         timeout (or reporting offline); returns how many alerts were opened or joined."""
         now = self.clock()
-        rows = await self.store.query(
-            "SELECT device_id, type, resident_id, last_seen, online FROM v_devices"
-        )
+        devices = await self.store.device_presence()
+
+        def silent(d: DevicePresence) -> bool:
+            timeout = timedelta(seconds=self.settings.offline_timeout(d.type))
+            return d.last_seen is not None and (not d.online or now - d.last_seen >= timeout)
+
         opened = 0
-        back = {
-            str(d)
-            for d, device_type, _, seen, online in rows
-            if online
-            and seen is not None
-            and now - seen < timedelta(seconds=self.settings.offline_timeout(str(device_type)))
-        }
+        back = {d.device_id for d in devices if d.last_seen is not None and not silent(d)}
         active = await self.store.list_alerts(states=ACTIVE_STATES, limit=100_000)
         for alert in active:
             if alert.kind == "device_offline" and alert.device_id in back:
@@ -418,23 +400,20 @@ class AlertEngine:
                     to_state=AlertState.CANCELLED,
                     entry=TimelineEntry(alert.id, now, "system", "back_online"),
                 )
-        for device_id, device_type, resident_id, last_seen, online in rows:
-            if last_seen is None:
+        for d in devices:
+            if d.last_seen is None or not silent(d):
                 continue  # never seen: not installed yet, not "offline"
-            timeout = timedelta(seconds=self.settings.offline_timeout(str(device_type)))
-            if online and now - last_seen < timeout:
-                continue
-            priority = Priority.P2 if device_type in SOS_DEVICES else Priority.P3
+            priority = Priority.P2 if d.type in SOS_DEVICES else Priority.P3
             result = await self.open(
                 kind="device_offline",
                 priority=priority,
-                device_id=str(device_id),
-                resident_id=resident_id,
+                device_id=d.device_id,
+                resident_id=d.resident_id,
                 at=now,
                 # One alert per silence: keyed by the last time the device was seen.
-                trigger_key=f"offline:{device_id}:{last_seen.isoformat()}",
+                trigger_key=f"offline:{d.device_id}:{d.last_seen.isoformat()}",
                 actor="system",
-                detail=detail_json(last_seen=last_seen, online=bool(online)),
+                detail=detail_json(last_seen=d.last_seen, online=d.online),
             )
             opened += int(result.applied)
         return opened
@@ -443,20 +422,13 @@ class AlertEngine:
         """Residents who live alone with no motion/door activity for ``welfare_after``."""
         now = self.clock()
         since = now - timedelta(seconds=self.settings.welfare_after)
-        alone = [r for r in self.directory.residents.values() if r.lives_alone]
+        alone = [r for r in self.registry.residents.values() if r.lives_alone]
         if not alone:
             return 0
-        marks = ", ".join("?" for _ in ACTIVITY_EVENTS)
-        rows = await self.store.query(
-            "SELECT d.resident_id, max(e.time) FROM v_events e"
-            " JOIN v_devices d ON d.device_id = e.device_id"
-            f" WHERE e.type IN ({marks}) GROUP BY d.resident_id",
-            ACTIVITY_EVENTS,
-        )
-        last = {str(rid): _as_time(t) for rid, t in rows if rid is not None and t is not None}
+        last = await self.store.last_activity(ACTIVITY_EVENTS)
         has_sensor = {
             d.resident_id
-            for d in self.directory.devices.values()
+            for d in self.registry.devices.values()
             if d.type in (DeviceType.MOTION_SENSOR, DeviceType.DOOR_CONTACT)
         }
         opened = 0

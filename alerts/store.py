@@ -8,6 +8,7 @@ never apply a change twice or act on a stale view.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -107,3 +108,29 @@ class AlertStore(Protocol):
 
     async def responder_load(self, responder_ids: Sequence[str]) -> dict[str, int]:
         """How many acknowledged (not yet closed) alerts each responder holds."""
+
+
+@dataclass(frozen=True, slots=True)
+class DevicePresence:
+    """A registered device as the offline check sees it (``v_devices``)."""
+
+    device_id: str
+    type: str
+    resident_id: str | None
+    last_seen: datetime | None  # None: never seen (not installed yet)
+    online: bool
+
+
+class CheckReads(Protocol):
+    """What the periodic checks (devices offline, residents without activity) read."""
+
+    async def device_presence(self) -> list[DevicePresence]:
+        """Every registered device with its last-seen time and online flag, ordered by id."""
+
+    async def last_activity(self, event_types: Sequence[str]) -> dict[str, datetime]:
+        """Per resident: the time of the latest event of one of ``event_types`` from any of
+        their devices. Residents with no such event are absent."""
+
+
+class EngineStore(AlertStore, CheckReads, Protocol):
+    """Everything the alert engine and its dispatchers need of storage."""

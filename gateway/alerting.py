@@ -9,28 +9,28 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import cast
 
 import orjson
-from fastapi import APIRouter
 
-from alerts.accept import AcceptService, DirectoryLookup
+from alerts.accept import AcceptService, RegistryLookup
 from alerts.channels.apprise_channel import AppriseChannel
 from alerts.channels.base import Notifier
 from alerts.channels.mqtt_app import MqttAppChannel
 from alerts.channels.mqtt_publisher import MqttPublisher
-from alerts.directory import Directory
 from alerts.dispatcher import Dispatcher, StepReport
-from alerts.engine import AlertEngine, EngineStore
+from alerts.engine import AlertEngine
 from alerts.outage import OutageDispatcher
+from alerts.store import EngineStore
 from devices.feedback import Feedback, FeedbackRouter
 from devices.models import Reading
+from devices.registry import RegistryView
+from devices.snapshot import RegistrySnapshot
 from gateway.config import Settings
-from gateway.http.accept_routes import accept_router
 from gateway.metrics import Metrics
 from gateway.priority import URGENT, UrgentGate
 from gateway.storage.base import Store, StoreError
 
 log = logging.getLogger(__name__)
 
-DIRECTORY_REFRESH = 30.0
+REGISTRY_REFRESH = 30.0
 FEEDBACK_TIMEOUT = 5.0
 
 Supervise = Callable[[str, Callable[[], Awaitable[None]]], None]
@@ -69,7 +69,10 @@ class Alerting:
         self.metrics = metrics
         # Both backends implement the alert half of the store too (gateway/storage/_alerts).
         self.store = cast(EngineStore, store)
-        self.directory = Directory()
+        # The registry as the alert side sees it. Interim: a snapshot reloaded on refresh;
+        # the live view (gateway/registry.py, a version counter) replaces it here, in this
+        # one line.
+        self.registry: RegistryView = RegistrySnapshot(store, unavailable=(StoreError,))
         self.urgent = UrgentGate()  # the event path's priority over bulk telemetry
         self.publisher = MqttPublisher(
             mqtt.url, client_id=f"{mqtt.client_id}-out", name="out", protocol=mqtt.protocol
@@ -81,7 +84,7 @@ class Alerting:
         self.dispatcher = Dispatcher(
             store=self.store,
             settings=settings.alerts,
-            directory=self.directory,
+            registry=self.registry,
             notifier=self.notifier,
             public_url=public_url,
             on_step=self._count_step,
@@ -90,18 +93,18 @@ class Alerting:
         self.engine = AlertEngine(
             store=self.store,
             settings=settings.alerts,
-            directory=self.directory,
+            registry=self.registry,
             feedback=feedback,
             wake_dispatcher=self.dispatcher.wake,
         )
         # While the database is away, spooled P1/P2 events are notified from here (see
         # alerts/outage.py); the runtime connects what it sent to the spool.
         self.outage = OutageDispatcher(
-            settings=settings.alerts, directory=self.directory, notifier=self.notifier
+            settings=settings.alerts, registry=self.registry, notifier=self.notifier
         )
         feedback.register("mqtt", MqttCommandSender(self.publisher, mqtt.prefix))
         self.accept = AcceptService(
-            self.store, self.engine, DirectoryLookup(self.store, self.directory)
+            self.store, self.engine, RegistryLookup(self.store, self.registry)
         )
 
     async def _run_dispatcher(self) -> None:
@@ -110,15 +113,12 @@ class Alerting:
         URGENT.set(True)
         await self.dispatcher.run()
 
-    def router(self) -> APIRouter:
-        return accept_router(self.accept)
-
     async def start(self, supervise: Supervise) -> None:
         """After the store is open: load the registry, connect the publisher, start tasks."""
-        await self.directory.refresh(self.store)
+        await self.registry.refresh()
         await self.publisher.start()
         supervise("dispatcher", self._run_dispatcher)
-        supervise("directory-refresh", self._refresh_directory)
+        supervise("registry-refresh", self._refresh_registry)
         cfg = self.settings.alerts
         supervise(
             "offline-check", lambda: self._every(cfg.offline_check_every, self.engine.check_offline)
@@ -134,13 +134,13 @@ class Alerting:
     async def on_readings(self, readings: Sequence[Reading]) -> None:
         await self.engine.handle_readings(readings)
 
-    async def _refresh_directory(self) -> None:
+    async def _refresh_registry(self) -> None:
+        # Interim, until the live view: the engine reads the registry on the ingest path
+        # without refreshing it, so changes from other processes reach it on this timer
+        # (the dispatcher refreshes before every step).
         while True:
-            await asyncio.sleep(DIRECTORY_REFRESH)
-            try:
-                await self.directory.refresh(self.store)
-            except StoreError as exc:  # keep the last snapshot; try again next round
-                log.warning("registry refresh failed: %s", exc)
+            await asyncio.sleep(REGISTRY_REFRESH)
+            await self.registry.refresh()
 
     @staticmethod
     async def _every(seconds: float, check: Callable[[], Awaitable[int]]) -> None:

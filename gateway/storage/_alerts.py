@@ -27,13 +27,22 @@ from alerts.models import (
 from gateway.storage._util import as_json_text, clean_text, dump_json, parse_utc_text
 
 if TYPE_CHECKING:
-    # Static proof that both backends implement the alert protocol (mypy checks this; it is
-    # never imported at run time, so the SQLite-only setup still never loads psycopg).
-    from alerts.store import AlertStore
+    # Static proof that both backends implement the domain's ports and the console's reads
+    # (mypy checks this; it is never imported at run time, so the SQLite-only setup still
+    # never loads psycopg).
+    from alerts.store import EngineStore
+    from devices.registry import RegistryWriter
+    from gateway.storage.base import ConsoleReads
     from gateway.storage.postgres import PostgresStore
     from gateway.storage.sqlite import SqliteStore
 
-    def _conforms(s: SqliteStore, p: PostgresStore) -> tuple[AlertStore, AlertStore]:
+    def _conforms(s: SqliteStore, p: PostgresStore) -> tuple[EngineStore, EngineStore]:
+        return s, p
+
+    def _conforms_reads(s: SqliteStore, p: PostgresStore) -> tuple[ConsoleReads, ConsoleReads]:
+        return s, p
+
+    def _conforms_writer(s: SqliteStore, p: PostgresStore) -> tuple[RegistryWriter, ...]:
         return s, p
 
 

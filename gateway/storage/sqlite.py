@@ -30,6 +30,7 @@ from gateway.storage._util import as_json_text, fold_pending, parse_utc_text, ut
 from gateway.storage.alerts_sqlite import SqliteAlerts
 from gateway.storage.audit_sqlite import SqliteAudit
 from gateway.storage.base import BatchResult, PendingDevice, StoreError
+from gateway.storage.reads import ReadQueries
 from gateway.storage.users_sqlite import SqliteUsers
 from gateway.storage.worker import PriorityWorker
 
@@ -159,7 +160,7 @@ def _param(value: Any) -> Any:
     return utc_text(value) if isinstance(value, datetime) else value
 
 
-class SqliteStore(SqliteAlerts, SqliteUsers, SqliteAudit):
+class SqliteStore(SqliteAlerts, SqliteUsers, SqliteAudit, ReadQueries):
     """The :class:`~gateway.storage.base.Store` (and, via :class:`SqliteAlerts` and
     :class:`SqliteUsers`, the :class:`~alerts.store.AlertStore` and the
     :class:`~gateway.users.UserStore`) on a SQLite file."""

@@ -17,13 +17,12 @@ from alerts.accept import (
     AcceptService,
     ActStatus,
     AlertView,
-    DirectoryLookup,
+    RegistryLookup,
     decline_link,
     hash_token,
     issue_tokens,
     link,
 )
-from alerts.directory import Directory
 from alerts.models import (
     AcceptToken,
     Alert,
@@ -35,6 +34,7 @@ from alerts.models import (
 )
 from devices.models import DeviceType
 from devices.records import DeviceRecord, ResidentRecord
+from devices.snapshot import RegistrySnapshot
 from gateway.http.accept_routes import accept_router
 from gateway.storage.factory import open_store
 from gateway.storage.sqlite import SqliteStore
@@ -483,11 +483,11 @@ async def test_with_the_sqlite_store(sqlite_store: SqliteStore) -> None:
         )
     )
     alert_id = opened.alert.id
-    directory = Directory(devices={"btn-1": DEVICE}, residents={"r1": RESIDENT})
+    directory = RegistrySnapshot(devices=[DEVICE], residents=[RESIDENT])
     actions = StoreActions(sqlite_store)
     clock = Clock()
     service = AcceptService(
-        sqlite_store, actions, DirectoryLookup(sqlite_store, directory), clock=clock
+        sqlite_store, actions, RegistryLookup(sqlite_store, directory), clock=clock
     )
     tokens = await issue_tokens(sqlite_store, alert_id, ["v-1", "v-2", "v-3"], T0, TTL)
     rows = await sqlite_store.query("SELECT token_hash FROM accept_tokens")

@@ -48,11 +48,11 @@ class DeskActions:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def _responder(self, responder_id: str) -> ResponderRecord | None:
-        directory = self._console.directory
-        if responder_id not in directory.responders:
-            # Imported a minute ago in another process: look again before saying no.
-            await directory.refresh(self._console.store)
-        return directory.responders.get(responder_id)
+        registry = self._console.registry
+        if responder_id not in registry.responders:
+            # Imported a moment ago in another process: look again before saying no.
+            await registry.refresh()
+        return registry.responders.get(responder_id)
 
     async def assign(self, alert_id: str, responder_id: str, user: str) -> AssignResult:
         console = self._console
@@ -117,12 +117,10 @@ class DeskActions:
         notifier = self._console.notifier
         if notifier is None:
             return
-        directory = self._console.directory
-        resident = directory.resident(alert.resident_id) or directory.resident_of(alert.device_id)
+        registry = self._console.registry
+        resident = registry.resident(alert.resident_id) or registry.resident_of(alert.device_id)
         recipient = Recipient.for_responder(responder)
-        notice = make_notice(
-            alert, resident, directory.device(alert.device_id), lang=recipient.lang
-        )
+        notice = make_notice(alert, resident, registry.device(alert.device_id), lang=recipient.lang)
         outcome = await notifier.notify(recipient, notice)
         at = self._console.now()
         entries = [

@@ -134,7 +134,7 @@ def alerts_router() -> APIRouter:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such alert")
         view = (await console.alert_views([alert]))[0]
         timeline = [timeline_out(e) for e in await console.store.timeline(alert_id)]
-        resident = console.directory.resident(view.resident_id)
+        resident = console.registry.resident(view.resident_id)
         devices = await console.device_rows(alert.device_id) if alert.device_id else []
         contacts = _contacts(principal)
         if resident is not None:

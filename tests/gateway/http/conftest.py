@@ -125,7 +125,7 @@ async def seed(gateway: Gateway) -> dict[str, Alert]:
             )
         ]
     )
-    await gateway.alerting.directory.refresh(store)
+    await gateway.alerting.registry.refresh()
     engine = gateway.alerting.engine
     alerts = {}
     for key, kind, priority, device, age in [
@@ -133,7 +133,7 @@ async def seed(gateway: Gateway) -> dict[str, Alert]:
         ("smoke", "smoke", Priority.P1, "smoke-1", 30),
         ("water", "water_leak", Priority.P2, "water-9", 600),
     ]:
-        device_rec = gateway.alerting.directory.device(device)
+        device_rec = gateway.alerting.registry.device(device)
         result = await engine.open(
             kind=kind,
             priority=priority,
