@@ -69,6 +69,8 @@ ALERT_COLUMNS: Final = (
     "detail",
     "opened_at",
     "updated_at",
+    "assignee",
+    "incident_id",
 )
 ALERT_SELECT: Final = ", ".join(ALERT_COLUMNS)
 
@@ -179,6 +181,8 @@ def alert_from_row(row: Sequence[Any]) -> Alert:
         detail,
         opened_at,
         updated_at,
+        assignee,
+        incident_id,
     ) = row
     return Alert(
         id=id_,
@@ -196,6 +200,8 @@ def alert_from_row(row: Sequence[Any]) -> Alert:
         claim=claim,
         acked_at=as_instant(acked_at),
         acked_by=acked_by,
+        assignee=assignee,
+        incident_id=incident_id,
         resolved_at=as_instant(resolved_at),
         resolved_by=resolved_by,
         outcome=None if outcome is None else Outcome(outcome),
@@ -261,6 +267,7 @@ def transition_changes(
     acked_by: str | None,
     outcome: Outcome | None,
     note: str | None,
+    assignee: str | None = None,
 ) -> list[tuple[str, Any]]:
     """The ``SET`` assignments (``?`` placeholders) and values of a state change.
 
@@ -275,9 +282,12 @@ def transition_changes(
     ]
     if to_state == AlertState.ACKNOWLEDGED:
         # Without an explicit responder the actor acked (a duty-desk user, "user:alice").
+        # The first acknowledgement is kept (an assignment later changes only the assignee).
+        who = acked_by if acked_by is not None else entry.actor
         changes += [
-            ("acked_at = ?", at),
-            ("acked_by = ?", acked_by if acked_by is not None else entry.actor),
+            ("acked_at = COALESCE(acked_at, ?)", at),
+            ("acked_by = COALESCE(acked_by, ?)", who),
+            ("assignee = ?", assignee if assignee is not None else who),
             ("next_due_at = ?", None),
         ]
     elif to_state in (AlertState.RESOLVED, AlertState.CANCELLED):
@@ -295,6 +305,7 @@ def transition_changes(
         changes += [
             ("acked_at = ?", None),
             ("acked_by = ?", None),
+            ("assignee = ?", None),
             ("resolved_at = ?", None),
             ("resolved_by = ?", None),
             ("outcome = ?", None),
@@ -469,8 +480,8 @@ def list_query(
 
 def load_sql(n: int) -> str:
     return (
-        "SELECT acked_by, count(*) FROM alerts"
-        f" WHERE state = 'acknowledged' AND acked_by IN ({marks(n)}) GROUP BY acked_by"
+        "SELECT assignee, count(*) FROM alerts"
+        f" WHERE state = 'acknowledged' AND assignee IN ({marks(n)}) GROUP BY assignee"
     )
 
 

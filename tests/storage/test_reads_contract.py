@@ -87,7 +87,12 @@ async def test_device_status_one_or_all(store: Store) -> None:
     )
     assert btn.last_seen == T0
     (smoke,) = await s.device_status("smoke-9")
-    assert (smoke.building, smoke.last_seen, smoke.battery, smoke.online) == ("3", None, None, False)
+    assert (smoke.building, smoke.last_seen, smoke.battery, smoke.online) == (
+        "3",
+        None,
+        None,
+        False,
+    )
     assert await s.device_status("nope") == []
 
 
