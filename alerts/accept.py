@@ -187,7 +187,8 @@ class LinkView:
 
 
 def _acked_by(alert: Alert, responder_id: str) -> bool:
-    return alert.acked_by in (responder_id, f"responder:{responder_id}")
+    """Whether this responder holds the alert now (accepted it, or was assigned it)."""
+    return (alert.assignee or alert.acked_by) == f"responder:{responder_id}"
 
 
 class ActStatus(StrEnum):

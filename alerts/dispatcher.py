@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from alerts.accept import decline_link, issue_tokens, link
+from alerts.announce import notify_entries
 from alerts.answers import PAGE, step_answers
-from alerts.channels.base import Notifier, NotifyOutcome
+from alerts.channels.base import Notifier
 from alerts.config import AlertsSettings
 from alerts.models import Alert, DueStep, TimelineEntry, detail_json
 from alerts.step import StepKnowledge, StepRunner
@@ -156,7 +157,7 @@ class Dispatcher:
             [
                 e
                 for o in (*result.outcomes, *result.desk_outcomes)
-                for e in attempt_entries(alert, o)
+                for e in notify_entries(alert.id, o, PAGE)
             ]
         )
         targets, reached = result.targets, result.reached
@@ -198,39 +199,3 @@ class Dispatcher:
                 )
             ]
         )
-
-
-def attempt_entries(
-    alert: Alert, outcome: NotifyOutcome, *, kind: str = PAGE
-) -> list[TimelineEntry]:
-    """One ``notify`` timeline entry per channel attempt (or one saying there was none)."""
-    at = datetime.now(UTC)
-    if not outcome.attempts:
-        return [
-            TimelineEntry(
-                alert.id,
-                at,
-                "system",
-                "notify",
-                detail_json(
-                    recipient=outcome.recipient.key, ok=False, detail="no channel", kind=kind
-                ),
-            )
-        ]
-    return [
-        TimelineEntry(
-            alert.id,
-            at,
-            "system",
-            "notify",
-            detail_json(
-                recipient=outcome.recipient.key,
-                channel=d.channel,
-                ok=d.ok,
-                detail=d.detail,
-                attempt=d.attempt,
-                kind=kind,
-            ),
-        )
-        for d in outcome.attempts
-    ]

@@ -11,6 +11,7 @@ from typing import cast
 import orjson
 
 from alerts.accept import AcceptService, RegistryLookup
+from alerts.announce import Announcer
 from alerts.channels.apprise_channel import AppriseChannel
 from alerts.channels.base import Notifier
 from alerts.channels.mqtt_app import MqttAppChannel
@@ -90,12 +91,15 @@ class Alerting:
             on_step=self._count_step,
             urgent=self.urgent.urgent,
         )
+        # Follow-ups to people paged ("assigned to you", "taken by …", closed, incidents).
+        self.announcer = Announcer(store=self.store, runner=self.dispatcher.runner)
         self.engine = AlertEngine(
             store=self.store,
             settings=settings.alerts,
             registry=self.registry,
             feedback=feedback,
             wake_dispatcher=self.dispatcher.wake,
+            announcer=self.announcer,
         )
         # While the database is away, spooled P1/P2 events are notified from here (see
         # alerts/outage.py); the runtime connects what it sent to the spool.
@@ -128,6 +132,7 @@ class Alerting:
         )
 
     async def stop(self) -> None:
+        await self.announcer.stop()
         await self.outage.stop()
         await self.publisher.stop()
 

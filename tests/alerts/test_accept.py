@@ -116,7 +116,8 @@ class FakeActions:
     calls: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     def _reply(self) -> Answer:
-        alert = replace(ALERT, acked_by=self.acked_by)
+        acked_by = None if self.acked_by is None else f"responder:{self.acked_by}"
+        alert = replace(ALERT, acked_by=acked_by)
         if self.answer == "taken":
             alert = replace(alert, state=AlertState.ACKNOWLEDGED)
         return Answer(self.answer, alert)
@@ -318,7 +319,7 @@ async def test_get_statuses(setup: Setup, client: httpx.AsyncClient) -> None:
 
 
 async def test_get_when_someone_else_has_it(setup: Setup, client: httpx.AsyncClient) -> None:
-    setup.lookup.alert = replace(ALERT, state=AlertState.ACKNOWLEDGED, acked_by="v-2")
+    setup.lookup.alert = replace(ALERT, state=AlertState.ACKNOWLEDGED, acked_by="responder:v-2")
     r = await client.get(f"/r/{setup.tokens['v-1']}")
     assert r.status_code == 200
     assert "已由他人接单" in r.text
@@ -442,7 +443,7 @@ class StoreActions:
             from_states=(AlertState.OPEN,),
             to_state=AlertState.ACKNOWLEDGED,
             entry=entry,
-            acked_by=responder_id,
+            acked_by=f"responder:{responder_id}",
         )
         if alert is not None:
             return Answer("done", alert)
@@ -511,9 +512,9 @@ async def test_with_the_sqlite_store(sqlite_store: SqliteStore) -> None:
         alert = await sqlite_store.get_alert(alert_id)
         assert alert is not None
         assert alert.state is AlertState.ACKNOWLEDGED
-        assert alert.acked_by in ("v-1", "v-2")
+        assert alert.acked_by in ("responder:v-1", "responder:v-2")
 
-        loser = "v-2" if alert.acked_by == "v-1" else "v-1"
+        loser = "v-2" if alert.acked_by == "responder:v-1" else "v-1"
         assert "已由他人接单" in (await c.get(f"/r/{tokens['v-3']}")).text
         assert (await c.get(f"/r/{tokens[loser]}")).status_code == 409  # its link is used
 

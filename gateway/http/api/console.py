@@ -98,6 +98,8 @@ class Console:
             count=alert.count,
             acked_at=alert.acked_at,
             acked_by=alert.acked_by,
+            assignee=alert.assignee,
+            incident_id=alert.incident_id,
             resolved_at=alert.resolved_at,
             resolved_by=alert.resolved_by,
             outcome=alert.outcome,

@@ -167,6 +167,8 @@ class Built:
     async def close(self) -> None:
         await self.app.state.feed.stop()
         await self.app.state.actions.stop()
+        # Follow-up messages (assigned, taken, closed) write their outcome to the timeline.
+        await self.gateway.alerting.announcer.drain()
         await self.gateway.store.close()
 
 
