@@ -18,9 +18,9 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
-from alerts.directory import Directory
 from alerts.models import AcceptToken, Alert, AlertState, TokenStatus
 from devices.records import DeviceRecord, ResidentRecord
+from devices.registry import RegistryView
 
 TOKEN_BYTES = 24  # 192 bits ≥ 128: unguessable even at millions of guesses per second
 _TOKEN_SHAPE = re.compile(r"\A[A-Za-z0-9_-]{16,128}\Z")
@@ -133,19 +133,19 @@ class _AlertSource(Protocol):
     async def get_alert(self, alert_id: str) -> Alert | None: ...
 
 
-class DirectoryLookup:
-    """An ``AlertLookup`` from the alert store and the registry snapshot the engine keeps."""
+class RegistryLookup:
+    """An ``AlertLookup`` from the alert store and the registry view."""
 
-    def __init__(self, store: _AlertSource, directory: Directory) -> None:
+    def __init__(self, store: _AlertSource, registry: RegistryView) -> None:
         self._store = store
-        self._directory = directory
+        self._registry = registry
 
     async def alert_view(self, alert_id: str) -> AlertView | None:
         alert = await self._store.get_alert(alert_id)
         if alert is None:
             return None
-        device = self._directory.device(alert.device_id)
-        resident = self._directory.resident(alert.resident_id) or self._directory.resident_of(
+        device = self._registry.device(alert.device_id)
+        resident = self._registry.resident(alert.resident_id) or self._registry.resident_of(
             alert.device_id
         )
         return AlertView(alert, resident, device)
@@ -187,7 +187,8 @@ class LinkView:
 
 
 def _acked_by(alert: Alert, responder_id: str) -> bool:
-    return alert.acked_by in (responder_id, f"responder:{responder_id}")
+    """Whether this responder holds the alert now (accepted it, or was assigned it)."""
+    return (alert.assignee or alert.acked_by) == f"responder:{responder_id}"
 
 
 class ActStatus(StrEnum):

@@ -8,11 +8,11 @@ minute the station desk and the family, and keeps escalating until someone accep
 from __future__ import annotations
 
 import re
-from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from alerts.models import PolicyStep, Priority
+from devices.durations import Duration
 from devices.models import DeviceType
 
 _TARGET_RE = re.compile(
@@ -20,14 +20,7 @@ _TARGET_RE = re.compile(
 )
 
 
-def _seconds(value: object) -> float:
-    # Imported lazily: gateway.config imports this module.
-    from gateway.config import parse_duration
-
-    return parse_duration(value)
-
-
-Seconds = Annotated[float, BeforeValidator(_seconds)]
+Seconds = Duration
 
 
 class _Section(BaseModel):
@@ -128,6 +121,18 @@ def _default_offline() -> dict[str, float]:
     }
 
 
+class IncidentSettings(_Section):
+    """Alerts of one kind from at least ``min_devices`` devices of one building (or the whole
+    site, for devices with no building) within ``window`` become one incident: one page to
+    the desk with the device list. Kinds in ``never`` are never grouped (a resident's own
+    call). P1 members keep their own escalation; P2/P3 members wait on the incident."""
+
+    enabled: bool = True
+    min_devices: int = Field(default=5, ge=2)
+    window: Seconds = 120.0
+    never: list[str] = Field(default_factory=lambda: ["sos", "fall", "unknown_device_sos"])
+
+
 class AlertsSettings(_Section):
     lang: str = Field(default="zh", pattern=r"^(zh|en)$")
     # A resident's cancel (or a P2/P3 sensor's restore) within this time cancels the alert;
@@ -147,6 +152,7 @@ class AlertsSettings(_Section):
     # Residents who live alone: no motion or door activity for this long → welfare check.
     welfare_after: Seconds = 24 * 3600.0
     welfare_check_every: Seconds = 300.0
+    incidents: IncidentSettings = Field(default_factory=IncidentSettings)
 
     @field_validator("policies")
     @classmethod

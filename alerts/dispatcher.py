@@ -14,19 +14,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from alerts.accept import decline_link, issue_tokens, link
-from alerts.channels.base import Notice, Notifier, NotifyOutcome, Recipient, make_notice
+from alerts.announce import notify_entries
+from alerts.answers import PAGE, step_answers
+from alerts.channels.base import Notifier
 from alerts.config import AlertsSettings
-from alerts.directory import Directory
-from alerts.engine import EngineStore
-from alerts.messages import Lang, local_time
-from alerts.models import Alert, DueStep, PolicyStep, TimelineEntry, detail_json
-from alerts.targets import Resolver, Target
+from alerts.models import Alert, DueStep, TimelineEntry, detail_json
+from alerts.step import StepKnowledge, StepRunner
+from alerts.store import EngineStore
+from alerts.targets import Target
+from devices.registry import RegistryView
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ class Dispatcher:
         *,
         store: EngineStore,
         settings: AlertsSettings,
-        directory: Directory,
+        registry: RegistryView,
         notifier: Notifier,
         public_url: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -60,16 +62,15 @@ class Dispatcher:
         self._urgent = urgent
         self.store = store
         self.settings = settings
-        self.directory = directory
-        self.notifier = notifier
+        self.registry = registry
+        self.runner = StepRunner(registry=registry, settings=settings, notifier=notifier)
         self.public_url = public_url.rstrip("/")
         self.clock = clock
         self.on_step = on_step
         self._wake = asyncio.Event()
-        self._running: set[asyncio.Task[StepReport | None]] = set()
 
     def wake(self) -> None:
-        """Look for due steps now (an alert just opened, or someone declined)."""
+        """Look for due steps now (an alert just opened, or everyone declined)."""
         self._wake.set()
 
     async def run(self) -> None:
@@ -98,6 +99,30 @@ class Dispatcher:
                 tasks = [tg.create_task(self.run_step(due)) for due in claimed]
             return [t.result() for t in tasks]
 
+    async def _knowledge(self, alert: Alert, now: datetime) -> StepKnowledge:
+        declined: frozenset[str] = frozenset()
+        if alert.step_index > 0:
+            # Nobody can have declined before the first step went out: one round trip less
+            # on the path to the first notification.
+            timeline = await self.store.timeline(alert.id)
+            declined = frozenset(
+                e.actor.split(":", 1)[1]
+                for e in timeline
+                if e.action == "declined" and e.actor.startswith("responder:")
+            )
+        load = await self.store.responder_load(list(self.registry.responders))
+
+        async def links(responder_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+            tokens = await issue_tokens(
+                self.store, alert.id, responder_ids, now, self.settings.accept_link_ttl
+            )
+            return {
+                rid: (link(self.public_url, t), decline_link(self.public_url, t))
+                for rid, t in tokens.items()
+            }
+
+        return StepKnowledge(load=load, declined=declined, links=links)
+
     async def run_step(self, due: DueStep) -> StepReport:
         started = time.monotonic()
         alert = due.alert
@@ -111,31 +136,42 @@ class Dispatcher:
             )
             return StepReport(alert.id, index, 0, 0, done)
         step = alert.steps[index]
-        targets = await self._targets(alert, step, now)
-        outcomes = await self._notify(alert, targets, now)
-        reached = sum(1 for o in outcomes if o.reached)
-        entries = [
-            TimelineEntry(
-                alert.id,
-                now,
-                "system",
-                "step",
-                detail_json(step=index, targets=[t.key for t in targets], reached=reached),
+        await self.registry.refresh()  # a volunteer imported a moment ago is paged
+        known = await self._knowledge(alert, now)
+
+        async def asked(targets: list[Target], desk: bool) -> None:
+            # Written before the pages go out: a decline that comes back at once finds whom
+            # the step asked (alerts.answers).
+            responders = [t.key for t in targets if t.responder is not None]
+            detail = (
+                detail_json(step=index, asked=responders)
+                if desk
+                else detail_json(step=index, targets=[t.key for t in targets], asked=responders)
             )
-        ]
-        for outcome in outcomes:
-            entries.extend(self._attempt_entries(alert, outcome))
-        await self.store.add_timeline(entries)
-        if reached == 0:
+            await self.store.add_timeline(
+                [TimelineEntry(alert.id, now, "system", "step_desk" if desk else "step", detail)]
+            )
+
+        result = await self.runner.run(alert, step, now, known, before_page=asked)
+        await self.store.add_timeline(
+            [
+                e
+                for o in (*result.outcomes, *result.desk_outcomes)
+                for e in notify_entries(alert.id, o, PAGE)
+            ]
+        )
+        targets, reached = result.targets, result.reached
+        if not any(o.reached for o in result.outcomes):
+            # The desk was paged too (unless the step named it): StepRunner.run.
             await self._unreached(alert, index, now, "nobody was reached")
-            if "role:duty" not in step.targets:
-                # Nobody heard this step: the station desk hears it now, not a step later.
-                desk = await self._targets(alert, PolicyStep(("role:duty",), 0), now)
-                desk_outcomes = await self._notify(alert, desk, now)
-                await self.store.add_timeline(
-                    [e for o in desk_outcomes for e in self._attempt_entries(alert, o)]
-                )
         next_due = now + timedelta(seconds=step.ack_timeout)
+        if index < len(alert.steps) - 1:
+            # Everyone this step asked declined while it was going out, or nobody could be
+            # reached at all: nothing to wait for. (The last step keeps its timeout, so a
+            # step that reaches nobody never spins.)
+            answers = step_answers(await self.store.timeline(alert.id))
+            if answers.all_answered_no:
+                next_due = self.clock()
         finished = await self.store.finish_step(
             alert.id, due.claim, next_step_index=index + 1, next_due_at=next_due
         )
@@ -151,98 +187,6 @@ class Dispatcher:
             "" if finished else " (stale claim)",
         )
         return report
-
-    async def _targets(self, alert: Alert, step: PolicyStep, now: datetime) -> list[Target]:
-        directory = self.directory
-        resident = directory.resident(alert.resident_id)
-        device = directory.device(alert.device_id)
-        declined: frozenset[str] = frozenset()
-        if alert.step_index > 0 or step.targets == ("role:duty",):
-            # Nobody can have declined before the first step went out: one round trip less
-            # on the path to the first notification.
-            timeline = await self.store.timeline(alert.id)
-            declined = frozenset(
-                e.actor.split(":", 1)[1]
-                for e in timeline
-                if e.action == "declined" and e.actor.startswith("responder:")
-            )
-        resolver = Resolver(
-            directory.responders,
-            local_time=local_time,
-            max_concurrent=self.settings.max_concurrent_per_responder,
-        )
-        load = await self.store.responder_load(list(directory.responders))
-        return resolver.resolve(
-            step, alert, resident, device, now=now, load=load, declined=declined
-        )
-
-    async def _notify(
-        self, alert: Alert, targets: list[Target], now: datetime
-    ) -> list[NotifyOutcome]:
-        lang: Lang = "en" if self.settings.lang == "en" else "zh"
-        resident = self.directory.resident(alert.resident_id)
-        device = self.directory.device(alert.device_id)
-        responder_ids = [t.responder.responder_id for t in targets if t.responder is not None]
-        tokens = await issue_tokens(
-            self.store, alert.id, responder_ids, now, self.settings.accept_link_ttl
-        )
-        batch: list[tuple[Recipient, Notice]] = []
-        for target in targets:
-            if target.responder is not None:
-                recipient = Recipient.for_responder(target.responder, lang=None)
-                token = tokens[target.responder.responder_id]
-                notice = make_notice(
-                    alert,
-                    resident,
-                    device,
-                    lang=recipient.lang,
-                    accept_url=link(self.public_url, token),
-                    decline_url=decline_link(self.public_url, token),
-                )
-            else:
-                assert target.contact is not None
-                assert resident is not None
-                index = int(target.key.rsplit(":", 1)[1])
-                recipient = Recipient.for_contact(
-                    resident.resident_id,
-                    index,
-                    target.contact,
-                    channel_templates=self.settings.contact_channels,
-                    lang=lang,
-                )
-                notice = make_notice(alert, resident, device, lang=lang)
-            batch.append((recipient, notice))
-        return await self.notifier.notify_many(batch)
-
-    @staticmethod
-    def _attempt_entries(alert: Alert, outcome: NotifyOutcome) -> list[TimelineEntry]:
-        at = datetime.now(UTC)
-        if not outcome.attempts:
-            return [
-                TimelineEntry(
-                    alert.id,
-                    at,
-                    "system",
-                    "notify",
-                    detail_json(recipient=outcome.recipient.key, ok=False, detail="no channel"),
-                )
-            ]
-        return [
-            TimelineEntry(
-                alert.id,
-                at,
-                "system",
-                "notify",
-                detail_json(
-                    recipient=outcome.recipient.key,
-                    channel=d.channel,
-                    ok=d.ok,
-                    detail=d.detail,
-                    attempt=d.attempt,
-                ),
-            )
-            for d in outcome.attempts
-        ]
 
     async def _unreached(self, alert: Alert, index: int, now: datetime, why: str) -> None:
         """A step that reached nobody is itself shown to the duty desk (the dashboard lists

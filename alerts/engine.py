@@ -17,19 +17,22 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
+from alerts.answers import step_answers
 from alerts.config import AlertsSettings
-from alerts.directory import Directory
 from alerts.messages import format_time
 from alerts.models import (
     ACTIVE_STATES,
     Alert,
     AlertState,
+    Incident,
     NewAlert,
     OpenResult,
     Outcome,
     Priority,
     TimelineEntry,
     detail_json,
+    responder_key,
+    user_key,
 )
 from alerts.outage import OutageNotice
 from alerts.replies import Reply
@@ -41,11 +44,11 @@ from alerts.rules import (
     RestoreAlerts,
     classify,
 )
-from alerts.store import AlertStore
+from alerts.store import DevicePresence, EngineStore
 from alerts.thresholds import ThresholdTracker
 from devices.feedback import DeviceFeedback, Feedback, FeedbackKind
 from devices.models import DeviceType, Event, Reading
-from gateway.storage.base import Store
+from devices.registry import RegistryView
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +56,38 @@ SOS_DEVICES = frozenset({DeviceType.SOS_BUTTON.value, DeviceType.PENDANT.value})
 ACTIVITY_EVENTS = ("motion", "door_open", "door_close")
 
 
-class EngineStore(Store, AlertStore, Protocol):
-    """Both halves of the store: registry/events and alert state."""
+class Announcements(Protocol):
+    """Follow-ups to people already paged (``alerts.announce.Announcer``); each returns at
+    once and sends in the background."""
+
+    def assigned(self, alert: Alert, responder_id: str) -> None: ...
+
+    def taken(self, alert: Alert) -> None: ...
+
+    def late(self, alert: Alert, responder_id: str) -> None: ...
+
+    def closed(self, alert: Alert) -> None: ...
+
+    def incident(self, incident: Incident, alerts: Sequence[Alert]) -> None: ...
+
+
+class _Silent:
+    """No follow-ups (unit tests of the engine alone)."""
+
+    def assigned(self, alert: Alert, responder_id: str) -> None:
+        pass
+
+    def taken(self, alert: Alert) -> None:
+        pass
+
+    def late(self, alert: Alert, responder_id: str) -> None:
+        pass
+
+    def closed(self, alert: Alert) -> None:
+        pass
+
+    def incident(self, incident: Incident, alerts: Sequence[Alert]) -> None:
+        pass
 
 
 class ActionStatus(StrEnum):
@@ -91,15 +124,6 @@ def outage_entry(alert_id: str, notice: OutageNotice) -> TimelineEntry:
     )
 
 
-def _as_time(value: object) -> datetime:
-    """An aggregate's time: SQLite returns the stored text (aggregates lose the column's
-    declared type), PostgreSQL a datetime."""
-    if isinstance(value, datetime):
-        return value
-    parsed = datetime.fromisoformat(str(value))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 class AlertEngine:
     name = "alerts"
     takes_outage_notice = True  # EventBus.deliver passes spool replays' outage notices
@@ -109,14 +133,16 @@ class AlertEngine:
         *,
         store: EngineStore,
         settings: AlertsSettings,
-        directory: Directory,
+        registry: RegistryView,
         feedback: DeviceFeedback,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         wake_dispatcher: Callable[[], None] = lambda: None,
+        announcer: Announcements | None = None,
     ) -> None:
         self.store = store
+        self.announcer: Announcements = announcer or _Silent()
         self.settings = settings
-        self.directory = directory
+        self.registry = registry
         self.feedback = feedback
         self.clock = clock
         self.wake_dispatcher = wake_dispatcher
@@ -179,7 +205,94 @@ class AlertEngine:
                 resident_id,
             )
             self.wake_dispatcher()
+            await self._group(result.alert)
         return result
+
+    # -- incidents ----------------------------------------------------------------------------
+    def _place(self, alert: Alert) -> str:
+        device = self.registry.device(alert.device_id)
+        resident = self.registry.resident(alert.resident_id)
+        return (
+            (device.building if device else None) or (resident.building if resident else None) or ""
+        )
+
+    async def _group(self, alert: Alert) -> None:
+        """Many devices, one kind, one place, one window: one incident (SPEC, Incidents)."""
+        cfg = self.settings.incidents
+        if not cfg.enabled or alert.kind in cfg.never or alert.device_id is None:
+            return
+        place = self._place(alert)
+        since = alert.opened_at - timedelta(seconds=cfg.window)
+        recent = [
+            a
+            for a in await self.store.list_alerts(states=ACTIVE_STATES, since=since, limit=100_000)
+            if a.kind == alert.kind and a.device_id is not None and self._place(a) == place
+        ]
+        open_incident = any(a.incident_id is not None for a in recent)
+        devices = {a.device_id for a in recent}
+        if not open_incident and len(devices) < cfg.min_devices:
+            return
+        members = [a for a in recent if a.incident_id is None]
+        if not members:
+            return
+        proposal = Incident(
+            id=uuid.uuid4().hex,
+            kind=alert.kind,
+            place=place,
+            priority=alert.priority,
+            state="open",
+            opened_at=min(a.opened_at for a in members),
+            updated_at=alert.opened_at,
+            lead_alert_id=min(members, key=lambda a: (a.opened_at, a.id)).id,
+        )
+        # A resident's life is never held back: P1 members keep their own escalation.
+        hold = [a.id for a in members if a.priority is not Priority.P1]
+        incident, joined = await self.store.join_incident(
+            proposal, [a.id for a in members], hold=hold
+        )
+        if not joined:
+            return
+        await self.store.add_timeline(
+            [
+                TimelineEntry(
+                    a,
+                    alert.opened_at,
+                    "system",
+                    "grouped",
+                    detail_json(incident_id=incident.id, held=a in hold),
+                )
+                for a in joined
+            ]
+        )
+        if incident.id == proposal.id:
+            log.warning(
+                "incident %s: %s from %d devices in %r",
+                incident.id,
+                alert.kind,
+                len(devices),
+                place or "the site",
+            )
+            self.announcer.incident(incident, await self.store.incident_alerts(incident.id))
+
+    async def resolve_incident(
+        self, incident_id: str, actor: str, outcome: Outcome, note: str | None = None
+    ) -> list[Alert]:
+        """Close every active alert of the incident, then the incident."""
+        closed = []
+        for alert in await self.store.incident_alerts(incident_id):
+            if alert.active:
+                done = await self.resolve(alert.id, actor, outcome, note)
+                if done.alert is not None and done.ok:
+                    closed.append(done.alert)
+        await self.store.close_incident(incident_id, self.clock(), actor)
+        return closed
+
+    async def _after_close(self, alert: Alert) -> None:
+        self.announcer.closed(alert)
+        if alert.incident_id is not None:
+            members = await self.store.incident_alerts(alert.incident_id)
+            if not any(m.active for m in members):
+                await self.store.close_incident(alert.incident_id, self.clock(), "system")
 
     async def handle_event(
         self, event: Event, *, duplicate: bool, notice: OutageNotice | None = None
@@ -188,7 +301,7 @@ class AlertEngine:
         the spool once the database is back)."""
         decision = classify(event)
         if isinstance(decision, OpenAlert):
-            device = self.directory.device(event.device_id)
+            device = self.registry.device(event.device_id)
             resident_id = device.resident_id if device else None
             result = await self.open(
                 kind=decision.kind,
@@ -235,6 +348,7 @@ class AlertEngine:
                 )
                 if closed is not None:
                     await self._tell_device(closed, FeedbackKind.RESOLVED, event.seq)
+                    await self._after_close(closed)
             else:
                 why = "needs a human to close" if needs_human else "after the grace period"
                 await self.store.add_timeline(
@@ -246,7 +360,7 @@ class AlertEngine:
         for crossing in self.thresholds.observe(readings):
             reading, rule = crossing.reading, crossing.rule
             if crossing.alarm:
-                device = self.directory.device(reading.device_id)
+                device = self.registry.device(reading.device_id)
                 await self.open(
                     kind=rule.kind,
                     priority=rule.priority,
@@ -275,45 +389,107 @@ class AlertEngine:
     # -- human actions ------------------------------------------------------------------------
     async def accept(self, alert_id: str, responder_id: str, via: str) -> ActionOutcome:
         now = self.clock()
-        actor = f"responder:{responder_id}"
+        actor = responder_key(responder_id)
         alert = await self.store.transition(
             alert_id,
             from_states=(AlertState.OPEN,),
             to_state=AlertState.ACKNOWLEDGED,
             entry=TimelineEntry(alert_id, now, actor, "accepted", detail_json(via=via)),
-            acked_by=responder_id,
+            acked_by=actor,
         )
         if alert is None:
-            return await self._why_not(alert_id)
+            outcome = await self._why_not(alert_id)
+            late = outcome.alert
+            if outcome.status is ActionStatus.TAKEN and late and late.assignee != actor:
+                # Someone else has it: this person hears by whom (not only the server log).
+                await self.store.add_timeline(
+                    [TimelineEntry(alert_id, now, actor, "accept_late", detail_json(via=via))]
+                )
+                self.announcer.late(late, responder_id)
+            return outcome
         await self._tell_device(alert, FeedbackKind.RESPONDER_ASSIGNED, alert.source_seq)
+        self.announcer.taken(alert)
         return ActionOutcome(ActionStatus.DONE, alert)
 
     async def decline(self, alert_id: str, responder_id: str, via: str) -> ActionOutcome:
+        """One person's answer: the step moves on at once only when everyone it asked has
+        declined or could not be reached (alerts.answers); otherwise its timeout runs."""
         now = self.clock()
         entry = TimelineEntry(
-            alert_id, now, f"responder:{responder_id}", "declined", detail_json(via=via)
+            alert_id, now, responder_key(responder_id), "declined", detail_json(via=via)
         )
-        if await self.store.escalate_now(alert_id, entry):
-            self.wake_dispatcher()
-            return ActionOutcome(ActionStatus.DONE, await self.store.get_alert(alert_id))
-        # Not open any more: still keep the decline on the timeline when the alert exists.
-        outcome = await self._why_not(alert_id)
-        if outcome.alert is not None:
-            await self.store.add_timeline([entry])
-        return outcome
+        alert = await self.store.get_alert(alert_id)
+        if alert is None:
+            return ActionOutcome(ActionStatus.NOT_FOUND)
+        # Written first, then read back: of two declines at once, the later read sees both.
+        await self.store.add_timeline([entry])
+        if alert.state is not AlertState.OPEN:
+            return await self._why_not(alert_id)
+        answers = step_answers(await self.store.timeline(alert_id))
+        if answers.all_answered_no:
+            moved = await self.store.escalate_now(
+                alert_id,
+                TimelineEntry(
+                    alert_id,
+                    self.clock(),
+                    "system",
+                    "escalated",
+                    detail_json(
+                        why="everyone asked declined or could not be reached",
+                        step=answers.step,
+                        declined=list(answers.declined),
+                        unreached=list(answers.unreached),
+                    ),
+                ),
+            )
+            if moved:
+                self.wake_dispatcher()
+        return ActionOutcome(ActionStatus.DONE, await self.store.get_alert(alert_id))
 
     async def acknowledge(self, alert_id: str, user: str) -> ActionOutcome:
         """The duty desk takes the alert itself."""
+        actor = user_key(user)
         alert = await self.store.transition(
             alert_id,
             from_states=(AlertState.OPEN,),
             to_state=AlertState.ACKNOWLEDGED,
-            entry=TimelineEntry(alert_id, self.clock(), f"user:{user}", "acknowledged"),
-            acked_by=f"user:{user}",
+            entry=TimelineEntry(alert_id, self.clock(), actor, "acknowledged"),
+            acked_by=actor,
         )
         if alert is None:
             return await self._why_not(alert_id)
         await self._tell_device(alert, FeedbackKind.RESPONDER_ASSIGNED, alert.source_seq)
+        self.announcer.taken(alert)
+        return ActionOutcome(ActionStatus.DONE, alert)
+
+    async def assign(self, alert_id: str, responder_id: str, name: str, user: str) -> ActionOutcome:
+        """The desk hands the alert to a responder (usually after a phone call). The first
+        acknowledgement stays as it was (an open alert is acknowledged by the desk user);
+        the assignee holds it now, hears "assigned to you", and that page is on the
+        timeline. NOT_FOUND / CLOSED as for the other actions."""
+        before = await self.store.get_alert(alert_id)
+        if before is None:
+            return ActionOutcome(ActionStatus.NOT_FOUND)
+        actor = user_key(user)
+        alert = await self.store.transition(
+            alert_id,
+            from_states=ACTIVE_STATES,
+            to_state=AlertState.ACKNOWLEDGED,
+            entry=TimelineEntry(
+                alert_id,
+                self.clock(),
+                actor,
+                "assigned",
+                detail_json(responder_id=responder_id, name=name, to=responder_key(responder_id)),
+            ),
+            acked_by=actor,
+            assignee=responder_key(responder_id),
+        )
+        if alert is None:
+            return await self._why_not(alert_id)
+        if before.state is AlertState.OPEN:
+            await self._tell_device(alert, FeedbackKind.RESPONDER_ASSIGNED, alert.source_seq)
+        self.announcer.assigned(alert, responder_id)
         return ActionOutcome(ActionStatus.DONE, alert)
 
     async def resolve(
@@ -336,6 +512,7 @@ class AlertEngine:
         if alert is None:
             return await self._why_not(alert_id)
         await self._tell_device(alert, FeedbackKind.RESOLVED, alert.source_seq)
+        await self._after_close(alert)
         return ActionOutcome(ActionStatus.DONE, alert)
 
     async def handle_reply(self, reply: Reply) -> None:
@@ -356,7 +533,7 @@ class AlertEngine:
         if action == "decline":
             return await self.decline(alert_id, responder_id, via="app")
         if action == "resolve":
-            return await self.resolve(alert_id, f"responder:{responder_id}", Outcome.ASSISTED)
+            return await self.resolve(alert_id, responder_key(responder_id), Outcome.ASSISTED)
         if action == "arrived":
             alert = await self.store.get_alert(alert_id)
             if alert is None:
@@ -387,43 +564,39 @@ class AlertEngine:
         """Open a device_offline alert for each registered device silent past its type's
         timeout (or reporting offline); returns how many alerts were opened or joined."""
         now = self.clock()
-        rows = await self.store.query(
-            "SELECT device_id, type, resident_id, last_seen, online FROM v_devices"
-        )
+        devices = await self.store.device_presence()
+
+        def silent(d: DevicePresence) -> bool:
+            timeout = timedelta(seconds=self.settings.offline_timeout(d.type))
+            return d.last_seen is not None and (not d.online or now - d.last_seen >= timeout)
+
         opened = 0
-        back = {
-            str(d)
-            for d, device_type, _, seen, online in rows
-            if online
-            and seen is not None
-            and now - seen < timedelta(seconds=self.settings.offline_timeout(str(device_type)))
-        }
+        back = {d.device_id for d in devices if d.last_seen is not None and not silent(d)}
         active = await self.store.list_alerts(states=ACTIVE_STATES, limit=100_000)
         for alert in active:
             if alert.kind == "device_offline" and alert.device_id in back:
-                await self.store.transition(
+                closed = await self.store.transition(
                     alert.id,
                     from_states=(AlertState.OPEN, AlertState.ACKNOWLEDGED),
                     to_state=AlertState.CANCELLED,
                     entry=TimelineEntry(alert.id, now, "system", "back_online"),
                 )
-        for device_id, device_type, resident_id, last_seen, online in rows:
-            if last_seen is None:
+                if closed is not None:
+                    await self._after_close(closed)
+        for d in devices:
+            if d.last_seen is None or not silent(d):
                 continue  # never seen: not installed yet, not "offline"
-            timeout = timedelta(seconds=self.settings.offline_timeout(str(device_type)))
-            if online and now - last_seen < timeout:
-                continue
-            priority = Priority.P2 if device_type in SOS_DEVICES else Priority.P3
+            priority = Priority.P2 if d.type in SOS_DEVICES else Priority.P3
             result = await self.open(
                 kind="device_offline",
                 priority=priority,
-                device_id=str(device_id),
-                resident_id=resident_id,
+                device_id=d.device_id,
+                resident_id=d.resident_id,
                 at=now,
                 # One alert per silence: keyed by the last time the device was seen.
-                trigger_key=f"offline:{device_id}:{last_seen.isoformat()}",
+                trigger_key=f"offline:{d.device_id}:{d.last_seen.isoformat()}",
                 actor="system",
-                detail=detail_json(last_seen=last_seen, online=bool(online)),
+                detail=detail_json(last_seen=d.last_seen, online=d.online),
             )
             opened += int(result.applied)
         return opened
@@ -432,20 +605,13 @@ class AlertEngine:
         """Residents who live alone with no motion/door activity for ``welfare_after``."""
         now = self.clock()
         since = now - timedelta(seconds=self.settings.welfare_after)
-        alone = [r for r in self.directory.residents.values() if r.lives_alone]
+        alone = [r for r in self.registry.residents.values() if r.lives_alone]
         if not alone:
             return 0
-        marks = ", ".join("?" for _ in ACTIVITY_EVENTS)
-        rows = await self.store.query(
-            "SELECT d.resident_id, max(e.time) FROM v_events e"
-            " JOIN v_devices d ON d.device_id = e.device_id"
-            f" WHERE e.type IN ({marks}) GROUP BY d.resident_id",
-            ACTIVITY_EVENTS,
-        )
-        last = {str(rid): _as_time(t) for rid, t in rows if rid is not None and t is not None}
+        last = await self.store.last_activity(ACTIVITY_EVENTS)
         has_sensor = {
             d.resident_id
-            for d in self.directory.devices.values()
+            for d in self.registry.devices.values()
             if d.type in (DeviceType.MOTION_SENSOR, DeviceType.DOOR_CONTACT)
         }
         opened = 0

@@ -255,3 +255,66 @@ def _short(
     if accept_url:
         text += (" Tap: " if lang == "en" else " 接单：") + accept_url
     return text
+
+
+# -- what happened since the page -------------------------------------------------------------
+UPDATE_WORDS: dict[str, tuple[str, str]] = {
+    "assigned": ("已指派给您", "ASSIGNED TO YOU"),
+    "taken": ("已有人接单", "TAKEN"),
+    "resolved": ("已处理完毕", "RESOLVED"),
+    "cancelled": ("已取消", "CANCELLED"),
+}
+_UPDATE_LINES: dict[str, tuple[str, str]] = {
+    "assigned": (
+        "值班台已将此告警指派给您，请尽快前往。",
+        "The desk assigned this alert to you; please go now.",
+    ),
+    "taken": ("{who} 已接单，您无需前往。", "Taken by {who}; you need not go."),
+    "resolved": ("此告警已处理完毕，无需再前往。", "This alert is closed; no need to go."),
+    "cancelled": ("此告警已取消，无需前往。", "This alert was cancelled; no need to go."),
+}
+OUTCOME_WORDS: dict[str, tuple[str, str]] = {
+    "assisted": ("已协助", "assisted"),
+    "false_alarm": ("误报", "false alarm"),
+    "hospital": ("已送医", "taken to hospital"),
+    "no_answer": ("无人应答", "no answer"),
+    "other": ("其他", "other"),
+}
+
+
+def render_update(
+    alert: Alert,
+    resident: ResidentRecord | None,
+    device: DeviceRecord | None,
+    update: str,
+    *,
+    lang: Lang = "zh",
+    who: str | None = None,
+) -> Message:
+    """A short follow-up to a page: ``assigned`` (with everything a helper needs, like a
+    page), ``taken`` (by ``who``), ``resolved`` or ``cancelled``."""
+    word = _pick(UPDATE_WORDS[update], lang)
+    sep = ": " if lang == "en" else "："
+    kind = kind_name(alert.kind, lang)
+    address = address_of(resident, device, lang)
+    place = " ".join(p for p in ((resident.name if resident else None), address) if p)
+    head = f"[{word}] {kind}" if lang == "en" else f"【{word}】{kind}"
+    title = f"{head} · {place}" if place else head
+    line = _pick(_UPDATE_LINES[update], lang).format(
+        who=who or ("someone" if lang == "en" else "其他人")
+    )
+    if update == "resolved" and alert.outcome is not None:
+        outcome = _pick(
+            OUTCOME_WORDS.get(alert.outcome.value, (alert.outcome, alert.outcome)), lang
+        )
+        line += f" ({outcome})" if lang == "en" else f"（{outcome}）"
+    if update == "assigned":
+        page = render(alert, resident, device, lang=lang, accept_url=None, decline_url=None)
+        body = f"{head}\n{line}\n" + "\n".join(page.body.split("\n")[1:])
+    else:
+        body = "\n".join(
+            [head, line, f"{label('alert', lang)}{sep}{alert.id}"]
+            + ([f"{label('address', lang)}{sep}{address}"] if address else [])
+        )
+    short = _clip(f"{head} {place} {line}".strip(), SHORT_TEXT_MAX + 20)
+    return Message(title=title, body=body, short=short, lang=lang)

@@ -64,8 +64,12 @@ class Alert:
     step_index: int = 0  # the next step to run (the last one repeats)
     next_due_at: datetime | None = None  # None: no escalation pending (acked, closed)
     claim: str | None = None  # token of the run that currently owns the due step
+    # The first acknowledgement, kept for good ("user:NAME" or "responder:ID"); who holds
+    # the alert now is ``assignee`` (the acker, or whom the desk assigned it to later).
     acked_at: datetime | None = None
     acked_by: str | None = None
+    assignee: str | None = None
+    incident_id: str | None = None  # grouped with others of its kind and place
     resolved_at: datetime | None = None
     resolved_by: str | None = None
     outcome: Outcome | None = None
@@ -153,3 +157,30 @@ class AcceptToken:
     expires_at: datetime
     used_at: datetime | None = None
     action: str | None = None
+
+
+def responder_key(responder_id: str) -> str:
+    """How a responder is named in ``acked_by``, ``assignee`` and on timelines."""
+    return responder_id if responder_id.startswith("responder:") else f"responder:{responder_id}"
+
+
+def user_key(name: str) -> str:
+    """How a desk user (a login) is named in ``acked_by``, ``assignee`` and on timelines."""
+    return name if name.startswith("user:") else f"user:{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """Alerts of one kind from many devices of one place at once (a power cut, a building's
+    smoke alarms), paged to the desk once. Each alert stays an alert of its own."""
+
+    id: str
+    kind: str
+    place: str  # a building, or "" for the whole site
+    priority: Priority
+    state: str  # "open" or "closed"
+    opened_at: datetime
+    updated_at: datetime
+    lead_alert_id: str  # the alert whose timeline holds the incident's page
+    closed_at: datetime | None = None
+    closed_by: str | None = None

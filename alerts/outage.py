@@ -2,7 +2,7 @@
 
 When a P1/P2 event cannot reach the alert engine (its tables live in the database that is
 down), the event is spooled to disk and this dispatcher notifies the step-1 targets of the
-event's policy, resolved from the in-memory directory snapshot (no database: no load, no
+event's policy, resolved from the registry view's last snapshot (no database: no load, no
 declines, no accept links), falling back to ``role:duty``. The notice says the system is in
 degraded mode and carries the resident's name, address and phone so the responder can act.
 
@@ -21,19 +21,20 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from alerts.channels.base import Notice, Notifier, NotifyOutcome, Recipient, make_notice
+from alerts.channels.base import Notice, Notifier
 from alerts.config import AlertsSettings
-from alerts.directory import Directory
-from alerts.messages import Lang, local_time
+from alerts.messages import Lang
 from alerts.models import Alert, AlertState, PolicyStep, Priority
 from alerts.rules import OpenAlert, classify
-from alerts.targets import Resolver, Target
+from alerts.step import DESK_STEP, StepKnowledge, StepRunner
 from devices.models import Event
+from devices.registry import RegistryView
 
 log = logging.getLogger(__name__)
 
 OUTAGE_PRIORITIES = frozenset({Priority.P1, Priority.P2})
-DESK_STEP = PolicyStep(("role:duty",), 0)
+# Without the database: no load (nobody is skipped as busy), no declines, no accept links.
+OUTAGE_KNOWLEDGE = StepKnowledge(rewrite=lambda notice, lang: degraded(notice, lang))
 
 DEGRADED_LINE: dict[str, str] = {
     "zh": "⚠ 系统降级运行（数据库暂不可用）：请直接电话联系居民并前往处理，本消息无接单链接。",
@@ -110,14 +111,14 @@ class OutageDispatcher:
         self,
         *,
         settings: AlertsSettings,
-        directory: Directory,
+        registry: RegistryView,
         notifier: Notifier,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_notice: Callable[[OutageNotice], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
-        self.directory = directory
-        self.notifier = notifier
+        self.registry = registry
+        self.runner = StepRunner(registry=registry, settings=settings, notifier=notifier)
         self.clock = clock
         self.on_notice = on_notice  # persists the notice (the spool appends a record)
         self.notices: dict[str, OutageNotice] = {}
@@ -165,24 +166,17 @@ class OutageDispatcher:
         key = event.dedup_key
         if not isinstance(decision, OpenAlert) or key is None:
             return None
-        directory = self.directory
-        device = directory.device(event.device_id)
+        device = self.registry.device(event.device_id)
         steps = self.settings.steps_for(decision.priority)
         alert = outage_alert(
             event, decision, uuid.uuid4().hex, device.resident_id if device else None, steps
         )
         now = self.clock()
-        targets = self._targets(alert, steps[0] if steps else DESK_STEP, now)
-        if not targets:
-            targets = self._targets(alert, DESK_STEP, now)
-        outcomes = await self._send(alert, targets)
-        reached = sum(1 for o in outcomes if o.reached)
-        if reached == 0 and steps and "role:duty" not in steps[0].targets:
-            # Nobody heard it: the desk hears it now, as the dispatcher would do.
-            desk = [t for t in self._targets(alert, DESK_STEP, now) if t not in targets]
-            outcomes += await self._send(alert, desk)
-            reached = sum(1 for o in outcomes if o.reached)
-            targets += desk
+        step = steps[0] if steps else DESK_STEP
+        if not self.runner.targets(alert, step, now, OUTAGE_KNOWLEDGE):
+            step = DESK_STEP  # nobody to page in step 1 (none on duty…): the desk
+        result = await self.runner.run(alert, step, now, OUTAGE_KNOWLEDGE)
+        targets, reached = [*result.targets, *result.desk], result.reached
         notice = OutageNotice(key, alert.id, now, 0, tuple(t.key for t in targets), reached)
         log.error(
             "database unavailable: %s %s of %s notified directly (%d of %d reached)",
@@ -196,42 +190,3 @@ class OutageDispatcher:
         if self.on_notice is not None:
             await self.on_notice(notice)
         return notice
-
-    def _targets(self, alert: Alert, step: PolicyStep, now: datetime) -> list[Target]:
-        resolver = Resolver(
-            self.directory.responders,
-            local_time=local_time,
-            max_concurrent=self.settings.max_concurrent_per_responder,
-        )
-        return resolver.resolve(
-            step,
-            alert,
-            self.directory.resident(alert.resident_id),
-            self.directory.device(alert.device_id),
-            now=now,
-            load={},  # unknown without the database: nobody is skipped as busy
-            declined=frozenset(),
-        )
-
-    async def _send(self, alert: Alert, targets: list[Target]) -> list[NotifyOutcome]:
-        lang: Lang = "en" if self.settings.lang == "en" else "zh"
-        resident = self.directory.resident(alert.resident_id)
-        device = self.directory.device(alert.device_id)
-        batch: list[tuple[Recipient, Notice]] = []
-        for target in targets:
-            if target.responder is not None:
-                recipient = Recipient.for_responder(target.responder)
-            elif target.contact is not None and resident is not None:
-                index = int(target.key.rsplit(":", 1)[1])
-                recipient = Recipient.for_contact(
-                    resident.resident_id,
-                    index,
-                    target.contact,
-                    channel_templates=self.settings.contact_channels,
-                    lang=lang,
-                )
-            else:
-                continue
-            notice = make_notice(alert, resident, device, lang=recipient.lang)
-            batch.append((recipient, degraded(notice, recipient.lang)))
-        return await self.notifier.notify_many(batch)

@@ -8,6 +8,7 @@ never apply a change twice or act on a stale view.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -16,6 +17,7 @@ from alerts.models import (
     Alert,
     AlertState,
     DueStep,
+    Incident,
     NewAlert,
     OpenResult,
     Outcome,
@@ -67,9 +69,11 @@ class AlertStore(Protocol):
         acked_by: str | None = None,
         outcome: Outcome | None = None,
         note: str | None = None,
+        assignee: str | None = None,
     ) -> Alert | None:
         """Change state only if the alert is in one of ``from_states``; None otherwise.
-        To acknowledged: acked_at/acked_by set, escalation stopped (next_due_at NULL).
+        To acknowledged: acked_at/acked_by set unless already set (the first ack is kept),
+        ``assignee`` (default: the acker) set, escalation stopped (next_due_at NULL).
         To resolved/cancelled: resolved_at/resolved_by (= entry.actor), outcome, note set,
         escalation stopped. To open (an ack that timed out): next_due_at = entry.at.
         The timeline entry is written in the same transaction."""
@@ -105,5 +109,53 @@ class AlertStore(Protocol):
         """Atomically use a link once: OK marks it used (used_at, action); a second use gets
         USED, an old one EXPIRED, a wrong one UNKNOWN."""
 
+    # -- incidents ---------------------------------------------------------------------------
+    async def join_incident(
+        self, proposal: Incident, alert_ids: Sequence[str], *, hold: Sequence[str] = ()
+    ) -> tuple[Incident, list[str]]:
+        """Attach ``alert_ids`` (active, in no incident yet) to the open incident of
+        ``proposal.kind`` and ``proposal.place``, creating it from ``proposal`` when there
+        is none (one open incident per kind and place, also across instances). Alerts in
+        ``hold`` also stop their own escalation. Returns the incident and the ids that
+        joined now; the incident is new when its id is ``proposal.id``."""
+
+    async def get_incident(self, incident_id: str) -> Incident | None: ...
+
+    async def list_incidents(self, *, open_only: bool = True, limit: int = 100) -> list[Incident]:
+        """Newest first."""
+
+    async def incident_alerts(self, incident_id: str) -> list[Alert]:
+        """Every alert of the incident, open or closed, oldest first."""
+
+    async def close_incident(self, incident_id: str, at: datetime, by: str) -> Incident | None:
+        """Mark an open incident closed; None when it was not open."""
+
     async def responder_load(self, responder_ids: Sequence[str]) -> dict[str, int]:
-        """How many acknowledged (not yet closed) alerts each responder holds."""
+        """How many acknowledged (not yet closed) alerts each responder holds (is the
+        assignee of), by bare responder id."""
+
+
+@dataclass(frozen=True, slots=True)
+class DevicePresence:
+    """A registered device as the offline check sees it (``v_devices``)."""
+
+    device_id: str
+    type: str
+    resident_id: str | None
+    last_seen: datetime | None  # None: never seen (not installed yet)
+    online: bool
+
+
+class CheckReads(Protocol):
+    """What the periodic checks (devices offline, residents without activity) read."""
+
+    async def device_presence(self) -> list[DevicePresence]:
+        """Every registered device with its last-seen time and online flag, ordered by id."""
+
+    async def last_activity(self, event_types: Sequence[str]) -> dict[str, datetime]:
+        """Per resident: the time of the latest event of one of ``event_types`` from any of
+        their devices. Residents with no such event are absent."""
+
+
+class EngineStore(AlertStore, CheckReads, Protocol):
+    """Everything the alert engine and its dispatchers need of storage."""

@@ -24,7 +24,7 @@ from typing import Final, TypeVar
 
 from devices.models import DEVICE_ID_RE, DeviceType
 from devices.records import Contact, DeviceRecord, ResidentRecord, ResponderRecord
-from gateway.storage.base import Store, UpsertResult
+from devices.registry import RegistryWriter, UpsertResult
 
 __all__ = [
     "RESPONDER_ROLES",
@@ -681,7 +681,7 @@ def _check_device_uniqueness(
 # -- import -----------------------------------------------------------------------------------
 
 
-async def import_csv(store: Store, path: Path) -> ImportReport:
+async def import_csv(store: RegistryWriter, path: Path) -> ImportReport:
     """Read ``path``, parse it, upsert the valid rows and report unknown references.
 
     Raises ``CsvImportError`` when the file cannot be read or parsed as a whole; database
@@ -697,7 +697,7 @@ async def import_csv(store: Store, path: Path) -> ImportReport:
     return await import_data(store, data)
 
 
-async def import_data(store: Store, data: bytes) -> ImportReport:
+async def import_data(store: RegistryWriter, data: bytes) -> ImportReport:
     """``import_csv`` for bytes already in memory (e.g. an upload)."""
     parsed = parse_csv(data)
     result = await _upsert(store, parsed)
@@ -713,7 +713,7 @@ async def import_data(store: Store, data: bytes) -> ImportReport:
     )
 
 
-async def _upsert(store: Store, parsed: ParsedFile) -> UpsertResult:
+async def _upsert(store: RegistryWriter, parsed: ParsedFile) -> UpsertResult:
     if not parsed.records:
         return UpsertResult(inserted=0, updated=0, unchanged=0)
     if parsed.kind is ImportKind.DEVICES:
@@ -729,7 +729,7 @@ async def _upsert(store: Store, parsed: ParsedFile) -> UpsertResult:
     )
 
 
-async def _unknown_refs(store: Store, parsed: ParsedFile) -> tuple[UnknownRef, ...]:
+async def _unknown_refs(store: RegistryWriter, parsed: ParsedFile) -> tuple[UnknownRef, ...]:
     # (line, record id, column, referenced id)
     refs: list[tuple[int, str, str, str]] = []
     table = ""

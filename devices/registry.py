@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from devices.records import DeviceRecord, ResidentRecord, ResponderRecord
@@ -36,3 +37,24 @@ class RegistryView(Protocol):
     async def refresh(self) -> None:
         """See every change committed so far (cheap when nothing changed); never raises for
         an unreachable database (the last snapshot stays)."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertResult:
+    inserted: int
+    updated: int
+    unchanged: int
+
+
+class RegistryWriter(Protocol):
+    """What ``scgw import`` needs of a store: upserts (one transaction each) and which ids
+    already exist. Both storage backends implement it."""
+
+    async def upsert_devices(self, rows: Sequence[DeviceRecord]) -> UpsertResult: ...
+
+    async def upsert_residents(self, rows: Sequence[ResidentRecord]) -> UpsertResult: ...
+
+    async def upsert_responders(self, rows: Sequence[ResponderRecord]) -> UpsertResult: ...
+
+    async def existing_ids(self, table: str, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` exist in ``table`` (``devices``, ``residents``, ``responders``)."""

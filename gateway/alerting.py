@@ -9,21 +9,21 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import cast
 
 import orjson
-from fastapi import APIRouter
 
-from alerts.accept import AcceptService, DirectoryLookup
+from alerts.accept import AcceptService, RegistryLookup
+from alerts.announce import Announcer
 from alerts.channels.apprise_channel import AppriseChannel
 from alerts.channels.base import Notifier
 from alerts.channels.mqtt_app import MqttAppChannel
 from alerts.channels.mqtt_publisher import MqttPublisher
-from alerts.directory import Directory
 from alerts.dispatcher import Dispatcher, StepReport
-from alerts.engine import AlertEngine, EngineStore
+from alerts.engine import AlertEngine
 from alerts.outage import OutageDispatcher
+from alerts.store import EngineStore
 from devices.feedback import Delivery, Feedback, FeedbackQueue
 from devices.models import Reading
+from devices.registry import RegistryView
 from gateway.config import Settings
-from gateway.http.accept_routes import accept_router
 from gateway.metrics import Metrics
 from gateway.priority import URGENT, UrgentGate
 from gateway.registry import LiveRegistry
@@ -72,7 +72,7 @@ class Alerting:
         # Both backends implement the alert half of the store too (gateway/storage/_alerts).
         self.store = cast(EngineStore, store)
         # The one registry view the whole gateway shares, fresh at the next message.
-        self.directory = cast(Directory, registry)
+        self.registry: RegistryView = registry
         self.urgent = UrgentGate()  # the event path's priority over bulk telemetry
         self.publisher = MqttPublisher(
             mqtt.url, client_id=f"{mqtt.client_id}-out", name="out", protocol=mqtt.protocol
@@ -84,27 +84,30 @@ class Alerting:
         self.dispatcher = Dispatcher(
             store=self.store,
             settings=settings.alerts,
-            directory=self.directory,
+            registry=self.registry,
             notifier=self.notifier,
             public_url=public_url,
             on_step=self._count_step,
             urgent=self.urgent.urgent,
         )
+        # Follow-ups to people paged ("assigned to you", "taken by …", closed, incidents).
+        self.announcer = Announcer(store=self.store, runner=self.dispatcher.runner)
         self.engine = AlertEngine(
             store=self.store,
             settings=settings.alerts,
-            directory=self.directory,
+            registry=self.registry,
             feedback=feedback,
             wake_dispatcher=self.dispatcher.wake,
+            announcer=self.announcer,
         )
         # While the database is away, spooled P1/P2 events are notified from here (see
         # alerts/outage.py); the runtime connects what it sent to the spool.
         self.outage = OutageDispatcher(
-            settings=settings.alerts, directory=self.directory, notifier=self.notifier
+            settings=settings.alerts, registry=self.registry, notifier=self.notifier
         )
         feedback.register("mqtt", MqttCommandSender(self.publisher, mqtt.prefix))
         self.accept = AcceptService(
-            self.store, self.engine, DirectoryLookup(self.store, self.directory)
+            self.store, self.engine, RegistryLookup(self.store, self.registry)
         )
 
     async def _run_dispatcher(self) -> None:
@@ -112,9 +115,6 @@ class Alerting:
         # gate that also pauses telemetry is held only while claimed steps are sent.
         URGENT.set(True)
         await self.dispatcher.run()
-
-    def router(self) -> APIRouter:
-        return accept_router(self.accept)
 
     async def start(self, supervise: Supervise) -> None:
         """After the store is open: connect the publisher, start tasks."""
@@ -129,6 +129,7 @@ class Alerting:
         )
 
     async def stop(self) -> None:
+        await self.announcer.stop()
         await self.outage.stop()
         await self.publisher.stop()
 

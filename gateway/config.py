@@ -37,31 +37,11 @@ from pydantic_settings import (
 )
 
 from alerts.config import AlertsSettings
-
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+from devices.durations import Duration
 
 
 class ConfigError(Exception):
     """A configuration problem, already phrased for the person who wrote the file."""
-
-
-def parse_duration(value: object) -> float:
-    """``"60s"``, ``"5m"``, ``"50ms"``, ``"2h"``, ``"1d"`` or a plain number of seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like '60s', '5m' or '50ms'")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
-        seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-    else:
-        raise ValueError(f"expected a duration like '60s', '5m' or '50ms', got {value!r}")
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
-    return seconds
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 def _split_bind(value: str) -> tuple[str, int]:

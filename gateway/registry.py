@@ -126,9 +126,7 @@ class LiveRegistry:
         version = await self._store.registry_version()
         await self._load(version)
 
-    async def refresh(self, _legacy_source: object | None = None) -> None:
-        # The argument is what ``alerts.directory.Directory.refresh(store)`` took; ignored
-        # (this view reads its own store) until every caller uses the port's form.
+    async def refresh(self) -> None:
         await self.check()
 
     async def check(self) -> bool:

@@ -27,7 +27,7 @@ STATUS_EVERY = 10.0  # seconds between plain status lines when the output is not
 
 
 def _duration(text: str) -> float:
-    from gateway.config import parse_duration
+    from devices.durations import parse_duration
 
     try:
         return parse_duration(text)

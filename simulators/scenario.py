@@ -61,8 +61,8 @@ from pathlib import Path
 from typing import Any
 
 from alerts.models import AlertState, Priority
+from devices.durations import parse_duration
 from devices.models import DeviceType, EventType
-from gateway.config import parse_duration
 from simulators.fleet import DeviceSpec
 from simulators.responders import MODES, Mode
 

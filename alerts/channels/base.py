@@ -112,14 +112,15 @@ class Recipient:
     lang: Lang = "zh"
 
     @classmethod
-    def for_responder(cls, responder: ResponderRecord, *, lang: Lang | None = None) -> Recipient:
-        """A responder; the language is theirs when the registry says (attribute ``lang``)."""
-        chosen: Lang = "zh"
-        attr = dict(responder.attributes).get("lang", "")
-        if lang is not None:
-            chosen = lang
-        elif attr.strip().lower().startswith("en"):
+    def for_responder(cls, responder: ResponderRecord, *, lang: Lang = "zh") -> Recipient:
+        """A responder. ``lang`` is the configured language (``[alerts] lang``); a responder
+        whose record names their own (attribute ``lang`` = ``en``/``zh``) gets that one."""
+        chosen: Lang = lang
+        attr = dict(responder.attributes).get("lang", "").strip().lower()
+        if attr.startswith("en"):
             chosen = "en"
+        elif attr.startswith("zh"):
+            chosen = "zh"
         return cls(
             key=f"responder:{responder.responder_id}",
             name=responder.name,

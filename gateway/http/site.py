@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from gateway.alerting import Alerting
 from gateway.audit import Auditor
 from gateway.config import Settings
+from gateway.http.accept_routes import accept_router
 from gateway.http.api.actions import DeskActions
 from gateway.http.api.console import ApiStore, Console
 from gateway.http.api.routes_alerts import alerts_router
@@ -89,9 +90,8 @@ def console_of(gateway: GatewayParts) -> Console:
         # Both backends implement every half of the store (registry, alerts, users).
         store=cast(ApiStore, gateway.store),
         engine=alerting.engine,
-        directory=alerting.directory,
+        registry=alerting.registry,
         settings=gateway.settings,
-        registry=gateway.registry,
         limiter=gateway.limiter,
         notifier=alerting.notifier,
     )
@@ -102,7 +102,7 @@ def build_app(gateway: GatewayParts, console: Console | None = None) -> FastAPI:
     app = create_app(
         gateway,
         routers=[
-            gateway.alerting.router(),
+            accept_router(gateway.alerting.accept),
             alerts_router(),
             devices_router(),
             people_router(),
@@ -116,8 +116,7 @@ def build_app(gateway: GatewayParts, console: Console | None = None) -> FastAPI:
     app.state.console = console
     app.state.feed = AlertFeed(console)
     app.state.actions = DeskActions(console)
-    # Read by the accept-link and login routes through request.app.state: the accept router
-    # is built by gateway/alerting.py, which need not know about auditing.
+    # Read by the accept-link and login routes through request.app.state.
     app.state.auditor = Auditor(console.store, console.now)
     app.state.rate_limited = limited_counter(gateway.metrics)
     app.state.on_server_stop = [app.state.feed.stop, app.state.actions.stop]

@@ -27,13 +27,22 @@ from alerts.models import (
 from gateway.storage._util import as_json_text, clean_text, dump_json, parse_utc_text
 
 if TYPE_CHECKING:
-    # Static proof that both backends implement the alert protocol (mypy checks this; it is
-    # never imported at run time, so the SQLite-only setup still never loads psycopg).
-    from alerts.store import AlertStore
+    # Static proof that both backends implement the domain's ports and the console's reads
+    # (mypy checks this; it is never imported at run time, so the SQLite-only setup still
+    # never loads psycopg).
+    from alerts.store import EngineStore
+    from devices.registry import RegistryWriter
+    from gateway.storage.base import ConsoleReads
     from gateway.storage.postgres import PostgresStore
     from gateway.storage.sqlite import SqliteStore
 
-    def _conforms(s: SqliteStore, p: PostgresStore) -> tuple[AlertStore, AlertStore]:
+    def _conforms(s: SqliteStore, p: PostgresStore) -> tuple[EngineStore, EngineStore]:
+        return s, p
+
+    def _conforms_reads(s: SqliteStore, p: PostgresStore) -> tuple[ConsoleReads, ConsoleReads]:
+        return s, p
+
+    def _conforms_writer(s: SqliteStore, p: PostgresStore) -> tuple[RegistryWriter, ...]:
         return s, p
 
 
@@ -60,6 +69,8 @@ ALERT_COLUMNS: Final = (
     "detail",
     "opened_at",
     "updated_at",
+    "assignee",
+    "incident_id",
 )
 ALERT_SELECT: Final = ", ".join(ALERT_COLUMNS)
 
@@ -170,6 +181,8 @@ def alert_from_row(row: Sequence[Any]) -> Alert:
         detail,
         opened_at,
         updated_at,
+        assignee,
+        incident_id,
     ) = row
     return Alert(
         id=id_,
@@ -187,6 +200,8 @@ def alert_from_row(row: Sequence[Any]) -> Alert:
         claim=claim,
         acked_at=as_instant(acked_at),
         acked_by=acked_by,
+        assignee=assignee,
+        incident_id=incident_id,
         resolved_at=as_instant(resolved_at),
         resolved_by=resolved_by,
         outcome=None if outcome is None else Outcome(outcome),
@@ -252,6 +267,7 @@ def transition_changes(
     acked_by: str | None,
     outcome: Outcome | None,
     note: str | None,
+    assignee: str | None = None,
 ) -> list[tuple[str, Any]]:
     """The ``SET`` assignments (``?`` placeholders) and values of a state change.
 
@@ -266,9 +282,12 @@ def transition_changes(
     ]
     if to_state == AlertState.ACKNOWLEDGED:
         # Without an explicit responder the actor acked (a duty-desk user, "user:alice").
+        # The first acknowledgement is kept (an assignment later changes only the assignee).
+        who = acked_by if acked_by is not None else entry.actor
         changes += [
-            ("acked_at = ?", at),
-            ("acked_by = ?", acked_by if acked_by is not None else entry.actor),
+            ("acked_at = COALESCE(acked_at, ?)", at),
+            ("acked_by = COALESCE(acked_by, ?)", who),
+            ("assignee = ?", assignee if assignee is not None else who),
             ("next_due_at = ?", None),
         ]
     elif to_state in (AlertState.RESOLVED, AlertState.CANCELLED):
@@ -286,6 +305,7 @@ def transition_changes(
         changes += [
             ("acked_at = ?", None),
             ("acked_by = ?", None),
+            ("assignee = ?", None),
             ("resolved_at = ?", None),
             ("resolved_by = ?", None),
             ("outcome = ?", None),
@@ -460,8 +480,8 @@ def list_query(
 
 def load_sql(n: int) -> str:
     return (
-        "SELECT acked_by, count(*) FROM alerts"
-        f" WHERE state = 'acknowledged' AND acked_by IN ({marks(n)}) GROUP BY acked_by"
+        "SELECT assignee, count(*) FROM alerts"
+        f" WHERE state = 'acknowledged' AND assignee IN ({marks(n)}) GROUP BY assignee"
     )
 
 

@@ -30,13 +30,16 @@ from alerts.models import (
     Alert,
     AlertState,
     DueStep,
+    Incident,
     NewAlert,
     OpenResult,
     Outcome,
     TimelineEntry,
     TokenStatus,
+    responder_key,
 )
 from gateway.storage import _alerts as a
+from gateway.storage import _incidents as inc
 from gateway.storage._util import qmark_to_pyformat as pg
 from gateway.storage._util import require_aware
 from gateway.storage.base import StoreError
@@ -74,8 +77,8 @@ RETURNING {", ".join(f"al.{c}" for c in a.ALERT_COLUMNS)}, due.due
 """
 
 _LOAD: Final = (
-    "SELECT acked_by, count(*) FROM alerts"
-    " WHERE state = 'acknowledged' AND acked_by = ANY(%s) GROUP BY acked_by"
+    "SELECT assignee, count(*) FROM alerts"
+    " WHERE state = 'acknowledged' AND assignee = ANY(%s) GROUP BY assignee"
 )
 
 
@@ -173,10 +176,11 @@ class PostgresAlerts(a.AlertReads):
         acked_by: str | None = None,
         outcome: Outcome | None = None,
         note: str | None = None,
+        assignee: str | None = None,
     ) -> Alert | None:
         if not from_states:
             return None
-        changes = a.transition_changes(to_state, entry, acked_by, outcome, note)
+        changes = a.transition_changes(to_state, entry, acked_by, outcome, note, assignee)
         sql = pg(a.transition_sql(changes, len(from_states)))
         params = _ps([*(v for _, v in changes), alert_id, *(str(s) for s in from_states)])
         timeline = _ps(a.timeline_row(entry, alert_id))
@@ -282,15 +286,64 @@ class PostgresAlerts(a.AlertReads):
         token = None if row is None else a.token_from_row(row)
         return a.token_status(token, now), token
 
+    # -- incidents ---------------------------------------------------------------------------
+    async def join_incident(
+        self, proposal: Incident, alert_ids: Sequence[str], *, hold: Sequence[str] = ()
+    ) -> tuple[Incident, list[str]]:
+        ids = list(dict.fromkeys(alert_ids))
+        held = [i for i in ids if i in set(hold)]
+        rest = [i for i in ids if i not in set(hold)]
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute(pg(inc.INSERT_INCIDENT_SQL), _ps(inc.incident_row(proposal)))
+            cur = await conn.execute(pg(inc.OPEN_INCIDENT_SQL), (proposal.kind, proposal.place))
+            incident = inc.incident_from_row(await _one(cur))
+            joined: list[str] = []
+            for group, hold_them in ((held, True), (rest, False)):
+                if group:
+                    sql = pg(inc.member_sql(len(group), hold_them))
+                    cur = await conn.execute(sql, (incident.id, *group))
+                    joined += [str(r[0]) for r in await cur.fetchall()]
+            await conn.execute(
+                pg(inc.TOUCH_INCIDENT_SQL), (require_aware(proposal.updated_at), incident.id)
+            )
+        return incident, joined
+
+    async def get_incident(self, incident_id: str) -> Incident | None:
+        async with self._connection() as conn:
+            cur = await conn.execute(pg(inc.GET_INCIDENT_SQL), (incident_id,))
+            row = await cur.fetchone()
+        return None if row is None else inc.incident_from_row(row)
+
+    async def list_incidents(self, *, open_only: bool = True, limit: int = 100) -> list[Incident]:
+        states = ("open",) if open_only else ("open", "closed")
+        sql = pg(inc.LIST_INCIDENTS_SQL.format(states=a.marks(len(states))))
+        async with self._connection() as conn:
+            cur = await conn.execute(sql, (*states, limit))
+            rows = await cur.fetchall()
+        return [inc.incident_from_row(r) for r in rows]
+
+    async def incident_alerts(self, incident_id: str) -> list[Alert]:
+        return await self._alerts(
+            f"SELECT {a.ALERT_SELECT} FROM alerts WHERE incident_id = ? ORDER BY opened_at, id",
+            [incident_id],
+        )
+
+    async def close_incident(self, incident_id: str, at: datetime, by: str) -> Incident | None:
+        when = require_aware(at)
+        async with self._connection() as conn, conn.transaction():
+            cur = await conn.execute(pg(inc.CLOSE_INCIDENT_SQL), (when, by, when, incident_id))
+            row = await cur.fetchone()
+        return None if row is None else inc.incident_from_row(row)
+
     async def responder_load(self, responder_ids: Sequence[str]) -> dict[str, int]:
         wanted = list(dict.fromkeys(responder_ids))
         load = dict.fromkeys(wanted, 0)
         if not wanted:
             return load
         async with self._connection() as conn:
-            cur = await conn.execute(_LOAD, (wanted,))
+            cur = await conn.execute(_LOAD, ([responder_key(r) for r in wanted],))
             for who, n in await cur.fetchall():
-                load[who] = int(n)
+                load[str(who).removeprefix("responder:")] = int(n)
         return load
 
 

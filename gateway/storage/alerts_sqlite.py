@@ -20,13 +20,16 @@ from alerts.models import (
     Alert,
     AlertState,
     DueStep,
+    Incident,
     NewAlert,
     OpenResult,
     Outcome,
     TimelineEntry,
     TokenStatus,
+    responder_key,
 )
 from gateway.storage import _alerts as a
+from gateway.storage import _incidents as inc
 from gateway.storage._util import utc_text
 from gateway.storage.base import StoreError
 
@@ -145,10 +148,11 @@ class SqliteAlerts(a.AlertReads):
         acked_by: str | None = None,
         outcome: Outcome | None = None,
         note: str | None = None,
+        assignee: str | None = None,
     ) -> Alert | None:
         if not from_states:
             return None
-        changes = a.transition_changes(to_state, entry, acked_by, outcome, note)
+        changes = a.transition_changes(to_state, entry, acked_by, outcome, note, assignee)
         sql = a.transition_sql(changes, len(from_states))
         params = _ps([*(v for _, v in changes), alert_id, *(str(s) for s in from_states)])
         timeline = _ps(a.timeline_row(entry, alert_id))
@@ -271,6 +275,62 @@ class SqliteAlerts(a.AlertReads):
 
         return await self._run(write)
 
+    # -- incidents ---------------------------------------------------------------------------
+    async def join_incident(
+        self, proposal: Incident, alert_ids: Sequence[str], *, hold: Sequence[str] = ()
+    ) -> tuple[Incident, list[str]]:
+        ids = list(dict.fromkeys(alert_ids))
+        held = [i for i in ids if i in set(hold)]
+        rest = [i for i in ids if i not in set(hold)]
+        at = _p(proposal.updated_at)
+
+        def write(conn: sqlite3.Connection) -> tuple[Incident, list[str]]:
+            with self._tx(conn) as cur:
+                cur.execute(inc.INSERT_INCIDENT_SQL, _ps(inc.incident_row(proposal)))
+                row = cur.execute(inc.OPEN_INCIDENT_SQL, (proposal.kind, proposal.place)).fetchone()
+                incident = inc.incident_from_row(row)
+                joined: list[str] = []
+                for group, hold_them in ((held, True), (rest, False)):
+                    if group:
+                        sql = inc.member_sql(len(group), hold_them)
+                        joined += [r[0] for r in cur.execute(sql, (incident.id, *group))]
+                cur.execute(inc.TOUCH_INCIDENT_SQL, (at, incident.id))
+            return incident, joined
+
+        return await self._run(write)
+
+    async def get_incident(self, incident_id: str) -> Incident | None:
+        def read(conn: sqlite3.Connection) -> Incident | None:
+            row = conn.execute(inc.GET_INCIDENT_SQL, (incident_id,)).fetchone()
+            return None if row is None else inc.incident_from_row(row)
+
+        return await self._run(read)
+
+    async def list_incidents(self, *, open_only: bool = True, limit: int = 100) -> list[Incident]:
+        states = ("open",) if open_only else ("open", "closed")
+        sql = inc.LIST_INCIDENTS_SQL.format(states=a.marks(len(states)))
+
+        def read(conn: sqlite3.Connection) -> list[Incident]:
+            return [inc.incident_from_row(r) for r in conn.execute(sql, (*states, limit))]
+
+        return await self._run(read)
+
+    async def incident_alerts(self, incident_id: str) -> list[Alert]:
+        return await self._alerts(
+            f"SELECT {a.ALERT_SELECT} FROM alerts WHERE incident_id = ? ORDER BY opened_at, id",
+            [incident_id],
+        )
+
+    async def close_incident(self, incident_id: str, at: datetime, by: str) -> Incident | None:
+        when = _p(at)
+
+        def write(conn: sqlite3.Connection) -> Incident | None:
+            with self._tx(conn) as cur:
+                row = cur.execute(inc.CLOSE_INCIDENT_SQL, (when, by, when, incident_id)).fetchone()
+            return None if row is None else inc.incident_from_row(row)
+
+        return await self._run(write)
+
     async def responder_load(self, responder_ids: Sequence[str]) -> dict[str, int]:
         wanted = list(dict.fromkeys(responder_ids))
 
@@ -278,8 +338,9 @@ class SqliteAlerts(a.AlertReads):
             load = dict.fromkeys(wanted, 0)
             for i in range(0, len(wanted), a.CHUNK):
                 chunk = wanted[i : i + a.CHUNK]
-                for who, n in conn.execute(a.load_sql(len(chunk)), chunk).fetchall():
-                    load[who] = int(n)
+                keys = [responder_key(r) for r in chunk]
+                for who, n in conn.execute(a.load_sql(len(chunk)), keys).fetchall():
+                    load[str(who).removeprefix("responder:")] = int(n)
             return load
 
         return await self._run(read)

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from alerts.models import AlertState, Priority
 from devices.models import DeviceHealth, Event, PendingSighting, Reading
 from devices.records import DeviceRecord, ResidentRecord, ResponderRecord
+from devices.registry import UpsertResult
 
 
 class StoreError(Exception):
@@ -39,10 +41,59 @@ class PendingDevice:
 
 
 @dataclass(frozen=True, slots=True)
-class UpsertResult:
-    inserted: int
-    updated: int
-    unchanged: int
+class DeviceStatus:
+    """A device as the console lists it: registry fields, last state and signal."""
+
+    device_id: str
+    type: str
+    name: str | None
+    resident_id: str | None
+    building: str | None
+    unit: str | None
+    room: str | None
+    last_seen: datetime | None
+    battery: int | None
+    online: bool
+    rssi: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertResponse:
+    """When an alert opened and when a human first answered it (None: nobody did)."""
+
+    alert_id: str
+    priority: Priority
+    state: AlertState
+    opened_at: datetime
+    answered_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineChange:
+    """One timeline row as the live feed follows it (ids increase)."""
+
+    id: int
+    alert_id: str
+    action: str
+
+
+class ConsoleReads(Protocol):
+    """Read queries of the HTTP side; both stores implement them (gateway/storage/reads.py)."""
+
+    async def device_status(self, device_id: str | None = None) -> list[DeviceStatus]:
+        """Every registered device (or the one named), ordered by id."""
+
+    async def unreached_alerts(self, alert_ids: Sequence[str]) -> set[str]:
+        """Which of ``alert_ids`` had an escalation step that reached nobody."""
+
+    async def response_samples(self, start: datetime, end: datetime) -> list[AlertResponse]:
+        """Alerts opened in [start, end) with the time of their first human answer."""
+
+    async def latest_timeline_id(self) -> int:
+        """The newest timeline row's id (0 when there is none)."""
+
+    async def timeline_changes(self, after_id: int, limit: int) -> list[TimelineChange]:
+        """Timeline rows with id > ``after_id``, oldest first, at most ``limit``."""
 
 
 class Store(Protocol):

@@ -32,12 +32,14 @@ from psycopg_pool import AsyncConnectionPool
 
 from devices.models import DeviceHealth, Event, PendingSighting, Reading
 from devices.records import DeviceRecord, ResidentRecord, ResponderRecord
+from devices.registry import UpsertResult
 from gateway.storage import _registry as reg
 from gateway.storage import schema_postgres as schema
 from gateway.storage._util import as_json_text, fold_pending, qmark_to_pyformat, require_aware
 from gateway.storage.alerts_postgres import PostgresAlerts
 from gateway.storage.audit_postgres import PostgresAudit
-from gateway.storage.base import BatchResult, PendingDevice, StoreError, UpsertResult
+from gateway.storage.base import BatchResult, PendingDevice, StoreError
+from gateway.storage.reads import ReadQueries
 from gateway.storage.schema_postgres import Month
 from gateway.storage.users_postgres import PostgresUsers
 
@@ -210,7 +212,7 @@ async def _configure(conn: Conn) -> None:
     await conn.execute(_STAGING_DDL)
 
 
-class PostgresStore(PostgresAlerts, PostgresUsers, PostgresAudit):
+class PostgresStore(PostgresAlerts, PostgresUsers, PostgresAudit, ReadQueries):
     """The :class:`~gateway.storage.base.Store` on PostgreSQL (TimescaleDB when present), and
     via :class:`PostgresAlerts` the :class:`~alerts.store.AlertStore`."""
 

@@ -292,6 +292,47 @@ REGISTRY_VERSION_V5: Final[tuple[str, ...]] = (
         for table in REGISTRY_TABLES
     ),
 )
+# v7 (alerts engineer, issue 14): who answered, who holds it, incidents.
+# - ``assignee``: who holds an acknowledged alert now; ``acked_by``/``acked_at`` keep the first
+#   acknowledgement for good. Existing rows: acked_by is repaired from the timeline's first
+#   accept/acknowledge (an assignment used to overwrite it), bare responder ids become
+#   "responder:ID", and the assignee is the latest assignment or else the acker.
+# - ``incident_id`` and ``incidents``: alerts of one kind and place grouped for the desk; the
+#   partial unique index keeps one open incident per (kind, place) across instances.
+_V7_PEOPLE_AND_INCIDENTS: Final[tuple[str, ...]] = (
+    "ALTER TABLE alerts ADD COLUMN assignee text",
+    "ALTER TABLE alerts ADD COLUMN incident_id text",
+    """UPDATE alerts SET acked_by = f.actor, acked_at = f.at
+      FROM (SELECT DISTINCT ON (alert_id) alert_id, actor, at FROM alert_timeline
+            WHERE action IN ('accepted', 'acknowledged') ORDER BY alert_id, at, id) f
+      WHERE f.alert_id = alerts.id""",
+    """UPDATE alerts SET acked_by = 'responder:' || acked_by
+      WHERE acked_by IS NOT NULL AND acked_by NOT LIKE 'user:%'
+        AND acked_by NOT LIKE 'responder:%' AND acked_by <> 'system'""",
+    """UPDATE alerts SET assignee = COALESCE(
+        (SELECT 'responder:' || (t.detail::jsonb ->> 'responder_id') FROM alert_timeline t
+          WHERE t.alert_id = alerts.id AND t.action = 'assigned'
+            AND (t.detail::jsonb ->> 'responder_id') IS NOT NULL
+          ORDER BY t.at DESC, t.id DESC LIMIT 1),
+        acked_by)
+      WHERE acked_by IS NOT NULL""",
+    "DROP INDEX alerts_acked_by",
+    "CREATE INDEX alerts_assignee ON alerts (assignee) WHERE state = 'acknowledged'",
+    "CREATE INDEX alerts_incident ON alerts (incident_id) WHERE incident_id IS NOT NULL",
+    """CREATE TABLE incidents (
+        id text PRIMARY KEY,
+        kind text NOT NULL,
+        place text NOT NULL,
+        priority text NOT NULL CHECK (priority IN ('P1', 'P2', 'P3')),
+        state text NOT NULL CHECK (state IN ('open', 'closed')),
+        lead_alert_id text NOT NULL,
+        opened_at timestamptz NOT NULL,
+        updated_at timestamptz NOT NULL,
+        closed_at timestamptz,
+        closed_by text)""",
+    "CREATE UNIQUE INDEX incidents_open ON incidents (kind, place) WHERE state = 'open'",
+    "CREATE INDEX incidents_opened ON incidents (opened_at)",
+)
 
 
 def migrations(timescale: bool) -> Sequence[tuple[int, Sequence[str]]]:
@@ -306,6 +347,7 @@ def migrations(timescale: bool) -> Sequence[tuple[int, Sequence[str]]]:
         (3, USERS_V3),
         (4, AUDIT_V4),
         (5, REGISTRY_VERSION_V5),
+        (7, _V7_PEOPLE_AND_INCIDENTS),
     )
 
 

@@ -227,6 +227,51 @@ _V5_REGISTRY_VERSION: Final[tuple[str, ...]] = (
     ),
 )
 
+# v7 (alerts engineer, issue 14): who answered, who holds it, incidents.
+# - ``assignee``: who holds an acknowledged alert now; ``acked_by``/``acked_at`` keep the first
+#   acknowledgement for good. Existing rows: acked_by is repaired from the timeline's first
+#   accept/acknowledge (an assignment used to overwrite it), bare responder ids become
+#   "responder:ID", and the assignee is the latest assignment or else the acker.
+# - ``incident_id`` and ``incidents``: alerts of one kind and place grouped for the desk; the
+#   partial unique index keeps one open incident per (kind, place) across instances.
+_V7_PEOPLE_AND_INCIDENTS: Final[tuple[str, ...]] = (
+    "ALTER TABLE alerts ADD COLUMN assignee TEXT",
+    "ALTER TABLE alerts ADD COLUMN incident_id TEXT",
+    """UPDATE alerts SET
+        acked_by = (SELECT t.actor FROM alert_timeline t WHERE t.alert_id = alerts.id
+                    AND t.action IN ('accepted', 'acknowledged') ORDER BY t.at, t.id LIMIT 1),
+        acked_at = (SELECT t.at FROM alert_timeline t WHERE t.alert_id = alerts.id
+                    AND t.action IN ('accepted', 'acknowledged') ORDER BY t.at, t.id LIMIT 1)
+      WHERE EXISTS (SELECT 1 FROM alert_timeline t WHERE t.alert_id = alerts.id
+                    AND t.action IN ('accepted', 'acknowledged'))""",
+    """UPDATE alerts SET acked_by = 'responder:' || acked_by
+      WHERE acked_by IS NOT NULL AND acked_by NOT LIKE 'user:%'
+        AND acked_by NOT LIKE 'responder:%' AND acked_by <> 'system'""",
+    """UPDATE alerts SET assignee = COALESCE(
+        (SELECT 'responder:' || json_extract(t.detail, '$.responder_id') FROM alert_timeline t
+          WHERE t.alert_id = alerts.id AND t.action = 'assigned'
+            AND json_extract(t.detail, '$.responder_id') IS NOT NULL
+          ORDER BY t.at DESC, t.id DESC LIMIT 1),
+        acked_by)
+      WHERE acked_by IS NOT NULL""",
+    "DROP INDEX alerts_acked_by",
+    "CREATE INDEX alerts_assignee ON alerts (assignee) WHERE state = 'acknowledged'",
+    "CREATE INDEX alerts_incident ON alerts (incident_id) WHERE incident_id IS NOT NULL",
+    f"""CREATE TABLE incidents (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        place TEXT NOT NULL,
+        priority TEXT NOT NULL CHECK (priority IN ('P1', 'P2', 'P3')),
+        state TEXT NOT NULL CHECK (state IN ('open', 'closed')),
+        lead_alert_id TEXT NOT NULL,
+        opened_at {TS} NOT NULL,
+        updated_at {TS} NOT NULL,
+        closed_at {TS},
+        closed_by TEXT)""",
+    "CREATE UNIQUE INDEX incidents_open ON incidents (kind, place) WHERE state = 'open'",
+    "CREATE INDEX incidents_opened ON incidents (opened_at)",
+)
+
 # (version, statements), strictly increasing. Append new steps; never edit a released one.
 MIGRATIONS: Final[Sequence[tuple[int, Sequence[str]]]] = (
     (1, _V1),
@@ -234,6 +279,7 @@ MIGRATIONS: Final[Sequence[tuple[int, Sequence[str]]]] = (
     (3, _V3_USERS),
     (4, _V4_AUDIT),
     (5, _V5_REGISTRY_VERSION),
+    (7, _V7_PEOPLE_AND_INCIDENTS),
 )
 
 LATEST: Final = MIGRATIONS[-1][0]

@@ -23,12 +23,14 @@ from typing import Any, Final, TypeVar
 
 from devices.models import DeviceHealth, Event, PendingSighting, Reading
 from devices.records import DeviceRecord, ResidentRecord, ResponderRecord
+from devices.registry import UpsertResult
 from gateway.storage import _registry as reg
 from gateway.storage import schema_sqlite as schema
 from gateway.storage._util import as_json_text, fold_pending, parse_utc_text, utc_text
 from gateway.storage.alerts_sqlite import SqliteAlerts
 from gateway.storage.audit_sqlite import SqliteAudit
-from gateway.storage.base import BatchResult, PendingDevice, StoreError, UpsertResult
+from gateway.storage.base import BatchResult, PendingDevice, StoreError
+from gateway.storage.reads import ReadQueries
 from gateway.storage.users_sqlite import SqliteUsers
 from gateway.storage.worker import PriorityWorker
 
@@ -158,7 +160,7 @@ def _param(value: Any) -> Any:
     return utc_text(value) if isinstance(value, datetime) else value
 
 
-class SqliteStore(SqliteAlerts, SqliteUsers, SqliteAudit):
+class SqliteStore(SqliteAlerts, SqliteUsers, SqliteAudit, ReadQueries):
     """The :class:`~gateway.storage.base.Store` (and, via :class:`SqliteAlerts` and
     :class:`SqliteUsers`, the :class:`~alerts.store.AlertStore` and the
     :class:`~gateway.users.UserStore`) on a SQLite file."""

@@ -17,13 +17,12 @@ from alerts.accept import (
     AcceptService,
     ActStatus,
     AlertView,
-    DirectoryLookup,
+    RegistryLookup,
     decline_link,
     hash_token,
     issue_tokens,
     link,
 )
-from alerts.directory import Directory
 from alerts.models import (
     AcceptToken,
     Alert,
@@ -38,6 +37,7 @@ from devices.records import DeviceRecord, ResidentRecord
 from gateway.http.accept_routes import accept_router
 from gateway.storage.factory import open_store
 from gateway.storage.sqlite import SqliteStore
+from tests.alerts.registry import InMemoryRegistry
 
 T0 = datetime(2026, 3, 14, 9, 26, 53, tzinfo=UTC)  # 17:26:53 in Shanghai
 TTL = timedelta(hours=4)
@@ -116,7 +116,8 @@ class FakeActions:
     calls: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     def _reply(self) -> Answer:
-        alert = replace(ALERT, acked_by=self.acked_by)
+        acked_by = None if self.acked_by is None else f"responder:{self.acked_by}"
+        alert = replace(ALERT, acked_by=acked_by)
         if self.answer == "taken":
             alert = replace(alert, state=AlertState.ACKNOWLEDGED)
         return Answer(self.answer, alert)
@@ -318,7 +319,7 @@ async def test_get_statuses(setup: Setup, client: httpx.AsyncClient) -> None:
 
 
 async def test_get_when_someone_else_has_it(setup: Setup, client: httpx.AsyncClient) -> None:
-    setup.lookup.alert = replace(ALERT, state=AlertState.ACKNOWLEDGED, acked_by="v-2")
+    setup.lookup.alert = replace(ALERT, state=AlertState.ACKNOWLEDGED, acked_by="responder:v-2")
     r = await client.get(f"/r/{setup.tokens['v-1']}")
     assert r.status_code == 200
     assert "已由他人接单" in r.text
@@ -442,7 +443,7 @@ class StoreActions:
             from_states=(AlertState.OPEN,),
             to_state=AlertState.ACKNOWLEDGED,
             entry=entry,
-            acked_by=responder_id,
+            acked_by=f"responder:{responder_id}",
         )
         if alert is not None:
             return Answer("done", alert)
@@ -483,11 +484,11 @@ async def test_with_the_sqlite_store(sqlite_store: SqliteStore) -> None:
         )
     )
     alert_id = opened.alert.id
-    directory = Directory(devices={"btn-1": DEVICE}, residents={"r1": RESIDENT})
+    directory = InMemoryRegistry(devices=[DEVICE], residents=[RESIDENT])
     actions = StoreActions(sqlite_store)
     clock = Clock()
     service = AcceptService(
-        sqlite_store, actions, DirectoryLookup(sqlite_store, directory), clock=clock
+        sqlite_store, actions, RegistryLookup(sqlite_store, directory), clock=clock
     )
     tokens = await issue_tokens(sqlite_store, alert_id, ["v-1", "v-2", "v-3"], T0, TTL)
     rows = await sqlite_store.query("SELECT token_hash FROM accept_tokens")
@@ -511,9 +512,9 @@ async def test_with_the_sqlite_store(sqlite_store: SqliteStore) -> None:
         alert = await sqlite_store.get_alert(alert_id)
         assert alert is not None
         assert alert.state is AlertState.ACKNOWLEDGED
-        assert alert.acked_by in ("v-1", "v-2")
+        assert alert.acked_by in ("responder:v-1", "responder:v-2")
 
-        loser = "v-2" if alert.acked_by == "v-1" else "v-1"
+        loser = "v-2" if alert.acked_by == "responder:v-1" else "v-1"
         assert "已由他人接单" in (await c.get(f"/r/{tokens['v-3']}")).text
         assert (await c.get(f"/r/{tokens[loser]}")).status_code == 409  # its link is used
 

@@ -68,7 +68,7 @@ async def test_press_reaches_the_assigned_volunteer_who_accepts_by_link(
 
         alert = (await _alerts(gateway))[0]
         assert alert.state is AlertState.ACKNOWLEDGED
-        assert alert.acked_by == "v-1"
+        assert alert.acked_by == "responder:v-1"
         assert alert.next_due_at is None  # escalation stopped
         await wait_for(
             lambda: device_inbox.commands() == ["alert_received", "responder_assigned"],

@@ -10,11 +10,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from alerts.config import AlertsSettings
-from alerts.directory import Directory
-from alerts.engine import AlertEngine, EngineStore
+from alerts.engine import AlertEngine
 from alerts.models import AlertState, Priority
+from alerts.store import EngineStore
 from devices.feedback import FeedbackQueue
 from devices.models import DeviceHealth, Event, EventType
+from gateway.registry import LiveRegistry
 from gateway.storage.factory import open_store
 from tests.alerts.conftest import seed_community
 from tests.harness.webhook import Receiver
@@ -35,8 +36,8 @@ async def engine(db_url: str, phones: Receiver) -> AsyncIterator[tuple[AlertEngi
     await seed_community(db_url, phones)
     store = open_store(db_url)
     await store.open()
-    directory = Directory()
-    await directory.refresh(store)
+    registry = LiveRegistry(store)
+    await registry.load()
     clock = Clock()
     settings = AlertsSettings(
         offline_after={"default": 3600, "sos_button": 600}, welfare_after=24 * 3600
@@ -44,7 +45,7 @@ async def engine(db_url: str, phones: Receiver) -> AsyncIterator[tuple[AlertEngi
     engine = AlertEngine(
         store=store,  # type: ignore[arg-type]
         settings=settings,
-        directory=directory,
+        registry=registry,
         feedback=FeedbackQueue(),
         clock=clock,
     )

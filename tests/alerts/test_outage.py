@@ -12,7 +12,6 @@ import pytest
 
 from alerts.channels.base import Delivery, Notice, Notifier, Recipient, RetryPolicy
 from alerts.config import AlertsSettings
-from alerts.directory import Directory
 from alerts.engine import AlertEngine
 from alerts.models import Priority
 from alerts.outage import OutageDispatcher, OutageNotice
@@ -20,6 +19,7 @@ from devices.feedback import FeedbackQueue
 from devices.models import DeviceType, Event, EventType
 from devices.records import Contact, DeviceRecord, ResidentRecord, ResponderRecord
 from gateway.storage.sqlite import SqliteStore
+from tests.alerts.registry import InMemoryRegistry
 
 NOW = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
 POLICIES = {
@@ -50,42 +50,44 @@ class Phones:
         return Delivery(True, spec)
 
 
-def directory(*, assigned: tuple[str, ...] = ("v-1",), v1_channel: str = "fake://v-1") -> Directory:
-    d = Directory()
-    d.responders = {
-        "v-1": ResponderRecord("v-1", "王志愿", "volunteer", channels=(v1_channel,)),
-        "duty": ResponderRecord("duty", "服务站值班", "duty", channels=("fake://duty",)),
-    }
-    d.residents = {
-        "r1": ResidentRecord(
-            "r1",
-            "张秀英",
-            phone="13800000000",
-            building="3",
-            unit="1",
-            room="201",
-            contacts=(Contact("儿子", "13900000000"),),
-            responders=assigned,
-        )
-    }
-    d.devices = {
-        "btn-1": DeviceRecord("btn-1", DeviceType.SOS_BUTTON, resident_id="r1"),
-        "door-1": DeviceRecord("door-1", DeviceType.DOOR_CONTACT, resident_id="r1"),
-    }
-    return d
+def directory(
+    *, assigned: tuple[str, ...] = ("v-1",), v1_channel: str = "fake://v-1"
+) -> InMemoryRegistry:
+    return InMemoryRegistry(
+        responders=[
+            ResponderRecord("v-1", "王志愿", "volunteer", channels=(v1_channel,)),
+            ResponderRecord("duty", "服务站值班", "duty", channels=("fake://duty",)),
+        ],
+        residents=[
+            ResidentRecord(
+                "r1",
+                "张秀英",
+                phone="13800000000",
+                building="3",
+                unit="1",
+                room="201",
+                contacts=(Contact("儿子", "13900000000"),),
+                responders=assigned,
+            )
+        ],
+        devices=[
+            DeviceRecord("btn-1", DeviceType.SOS_BUTTON, resident_id="r1"),
+            DeviceRecord("door-1", DeviceType.DOOR_CONTACT, resident_id="r1"),
+        ],
+    )
 
 
 def press(device: str = "btn-1", kind: EventType = EventType.SOS) -> Event:
     return Event(device, kind, NOW, NOW, event_id=f"{device}-{kind}")
 
 
-def dispatcher(d: Directory, phones: Phones, kept: list[OutageNotice]) -> OutageDispatcher:
+def dispatcher(d: InMemoryRegistry, phones: Phones, kept: list[OutageNotice]) -> OutageDispatcher:
     async def keep(notice: OutageNotice) -> None:
         kept.append(notice)
 
     return OutageDispatcher(
         settings=AlertsSettings(policies=POLICIES),
-        directory=d,
+        registry=d,
         notifier=Notifier([phones], retry=RetryPolicy(attempts=1)),
         clock=lambda: NOW,
         on_notice=keep,
@@ -171,7 +173,7 @@ async def test_the_engine_opens_the_alert_from_the_notice(tmp_path: Path) -> Non
         engine = AlertEngine(
             store=store,
             settings=AlertsSettings(policies=POLICIES),
-            directory=directory(),
+            registry=directory(),
             feedback=FeedbackQueue(),
         )
         notice = OutageNotice(

@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from alerts.models import Priority
-from gateway.config import ConfigError, Settings, load_settings, parse_duration, redact_url
+from gateway.config import ConfigError, Settings, load_settings, redact_url
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -112,20 +112,6 @@ def test_password_never_in_errors(tmp_path: Path) -> None:
         load_settings(path)
     assert "hunter2" not in str(info.value)
     assert redact_url("mqtt://u:p@h:1") == "mqtt://u:***@h:1"
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("60s", 60), ("5m", 300), ("50ms", 0.05), ("2h", 7200), ("1d", 86400), (3, 3)],
-)
-def test_durations(text: str | int, seconds: float) -> None:
-    assert parse_duration(text) == pytest.approx(seconds)
-
-
-@pytest.mark.parametrize("bad", ["soon", "-5s", True, None, "5 minutes"])
-def test_bad_durations(bad: object) -> None:
-    with pytest.raises(ValueError, match="duration"):
-        parse_duration(bad)
 
 
 def test_shipped_example_config_is_valid() -> None:

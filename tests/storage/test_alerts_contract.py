@@ -123,7 +123,7 @@ async def ack(
         from_states=[OPEN],
         to_state=ACKED,
         entry=entry(alert_id, "acknowledged", at, f"responder:{by}"),
-        acked_by=by,
+        acked_by=f"responder:{by}",
     )
 
 
@@ -331,7 +331,8 @@ async def test_ack_only_from_open_and_it_stops_escalation(alerts: AlertStore) ->
     await alerts.open_or_join(new("a-1"))
     acked = await ack(alerts, "a-1", by="v-1", at=T0 + 30 * S)
     assert acked is not None
-    assert (acked.state, acked.acked_by, acked.acked_at) == (ACKED, "v-1", T0 + 30 * S)
+    assert (acked.state, acked.acked_by, acked.acked_at) == (ACKED, "responder:v-1", T0 + 30 * S)
+    assert acked.assignee == "responder:v-1"
     assert (acked.next_due_at, acked.claim, acked.updated_at) == (None, None, T0 + 30 * S)
     assert await ack(alerts, "a-1", by="v-2") is None  # not open any more
     assert await alerts.get_alert("a-1") == acked
@@ -374,7 +375,7 @@ async def test_resolve_from_open_or_acknowledged_once(alerts: AlertStore) -> Non
         assert (await actions(alerts, alert_id)).count("resolved") == 1
     still = await alerts.get_alert("a-2")
     assert still is not None
-    assert still.acked_by == "v-1"
+    assert still.acked_by == "responder:v-1"
 
 
 async def test_cancel_and_empty_from_states(alerts: AlertStore) -> None:
@@ -741,7 +742,7 @@ async def test_v_alerts_has_exactly_the_spec_columns(alerts: AlertStore, store: 
             "P1",
             "resolved",
             T0 + 30 * S,
-            "v-1",
+            "responder:v-1",
             T0 + 600 * S,
             "assisted",
         )

@@ -26,7 +26,8 @@ from devices.models import (
     Reading,
 )
 from devices.records import Contact, DeviceRecord, ResidentRecord, ResponderRecord
-from gateway.storage.base import BatchResult, Store, UpsertResult
+from devices.registry import UpsertResult
+from gateway.storage.base import BatchResult, Store
 from gateway.storage.factory import open_store
 from tests.storage.conftest import CST, NST, T0, columns_of
 
@@ -77,7 +78,11 @@ async def test_migrate_is_idempotent_and_reopen_works(store: Store, store_url: s
     try:
         assert await again.migrate() == first
         versions = await again.query("SELECT version FROM schema_version ORDER BY version")
-        assert [v for (v,) in versions] == list(range(1, first + 1))
+        applied = [v for (v,) in versions]
+        # Version numbers are reserved per branch, so the list may have gaps.
+        assert applied == sorted(set(applied))
+        assert applied[0] == 1
+        assert applied[-1] == first
     finally:
         await again.close()
     await store.open()  # the fixture closes it

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from devices.models import DeviceHealth, Event, EventType, Reading
+from gateway.storage import schema_postgres
 from gateway.storage.base import BatchResult, StoreError
 from gateway.storage.postgres import PostgresStore
 from gateway.storage.schema_postgres import LATEST, Month
@@ -129,7 +130,8 @@ async def test_two_gateways_migrate_at_once(pg_url: str) -> None:
         assert [await s.migrate() for s in stores] == [LATEST] * 3
         # Each version applied exactly once, although three migrated at the same time.
         versions = await stores[0].query("SELECT version FROM schema_version ORDER BY version")
-        assert versions == [(v,) for v in range(1, LATEST + 1)]
+        # Version numbers are reserved per branch, so the list may have gaps.
+        assert versions == [(v,) for v, _ in schema_postgres.migrations(timescale=False)]
     finally:
         await asyncio.gather(*(s.close() for s in stores))
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from devices.models import Event, EventType
+from gateway.storage import schema_sqlite
 from gateway.storage.base import StoreError
 from gateway.storage.schema_sqlite import LATEST
 from gateway.storage.sqlite import SqliteStore
@@ -149,7 +150,8 @@ async def test_two_processes_migrate_at_once(tmp_path: Path) -> None:
         assert [await s.migrate() for s in stores] == [LATEST] * 3
         # Each version applied exactly once, although three migrated at the same time.
         versions = await stores[0].query("SELECT version FROM schema_version ORDER BY version")
-        assert versions == [(v,) for v in range(1, LATEST + 1)]
+        # Version numbers are reserved per branch, so the list may have gaps.
+        assert versions == [(v,) for v, _ in schema_sqlite.MIGRATIONS]
     finally:
         await asyncio.gather(*(s.close() for s in stores))
 

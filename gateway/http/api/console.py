@@ -8,13 +8,14 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 from alerts.channels.base import Notifier
-from alerts.directory import Directory
-from alerts.engine import AlertEngine, EngineStore
+from alerts.engine import AlertEngine
 from alerts.models import Alert, TimelineEntry
+from alerts.store import EngineStore
 from devices.records import DeviceRecord, ResidentRecord, ResponderRecord
+from devices.registry import RegistryView
 from gateway.audit import AuditStore
 from gateway.config import Settings
 from gateway.http.api import labels
@@ -28,22 +29,15 @@ from gateway.http.api.models import (
     TimelineOut,
 )
 from gateway.rate_limit import DeviceRateLimiter
-from gateway.registry import LiveRegistry
-from gateway.storage._alerts import as_instant
+from gateway.storage.base import ConsoleReads, DeviceStatus, Store
 from gateway.storage.buckets import ReadingQueries
 from gateway.users import UserStore
 
 LOW_BATTERY: Final = 20  # percent; at or below this a device is listed for a battery change
 _CHUNK: Final = 500
 
-DEVICE_SQL: Final = (
-    "SELECT d.device_id, d.type, d.name, d.resident_id, d.building, d.unit, d.room,"
-    " d.last_seen, d.battery, d.online, s.rssi"
-    " FROM v_devices d LEFT JOIN device_state s ON s.device_id = d.device_id"
-)
 
-
-class ApiStore(EngineStore, UserStore, AuditStore, Protocol):
+class ApiStore(Store, EngineStore, ConsoleReads, UserStore, AuditStore, Protocol):
     """The store as the API sees it: registry, readings, alerts, users and the audit log."""
 
 
@@ -51,9 +45,8 @@ class ApiStore(EngineStore, UserStore, AuditStore, Protocol):
 class Console:
     store: ApiStore
     engine: AlertEngine
-    directory: Directory
+    registry: RegistryView
     settings: Settings
-    registry: LiveRegistry | None = None
     notifier: Notifier | None = None
     # Flooding devices (in this process's memory: see gateway.rate_limit).
     limiter: DeviceRateLimiter | None = None
@@ -69,31 +62,19 @@ class Console:
     async def refresh_registry(self, device_id: str | None = None) -> None:
         """After a registry change made here: every part sees it at once (the registry's
         version moved; this reads it now rather than at the next message)."""
-        if self.registry is not None:
-            await self.registry.check()
+        await self.registry.refresh()
 
     async def unreached(self, alert_ids: Sequence[str]) -> set[str]:
         """Which alerts had an escalation step that reached nobody."""
-        found: set[str] = set()
-        ids = list(dict.fromkeys(alert_ids))
-        for i in range(0, len(ids), _CHUNK):
-            chunk = ids[i : i + _CHUNK]
-            marks = ", ".join("?" * len(chunk))
-            rows = await self.store.query(
-                "SELECT DISTINCT alert_id FROM alert_timeline"
-                f" WHERE action = 'step_unreached' AND alert_id IN ({marks})",
-                chunk,
-            )
-            found.update(str(r[0]) for r in rows)
-        return found
+        return await self.store.unreached_alerts(alert_ids)
 
     async def alert_views(self, alerts: Sequence[Alert]) -> list[AlertOut]:
         unreached = await self.unreached([a.id for a in alerts])
         return [self.alert_out(a, a.id in unreached) for a in alerts]
 
     def alert_out(self, alert: Alert, unreached: bool) -> AlertOut:
-        device = self.directory.device(alert.device_id)
-        resident = self.directory.resident(alert.resident_id) or self.directory.resident_of(
+        device = self.registry.device(alert.device_id)
+        resident = self.registry.resident(alert.resident_id) or self.registry.resident_of(
             alert.device_id
         )
         address = _address(resident, device)
@@ -114,6 +95,8 @@ class Console:
             count=alert.count,
             acked_at=alert.acked_at,
             acked_by=alert.acked_by,
+            assignee=alert.assignee,
+            incident_id=alert.incident_id,
             resolved_at=alert.resolved_at,
             resolved_by=alert.resolved_by,
             outcome=alert.outcome,
@@ -124,9 +107,9 @@ class Console:
     def resident_out(self, resident: ResidentRecord, *, contacts: bool) -> ResidentOut:
         """``contacts``: the caller's role may see phones, medical notes and family."""
         assigned = [
-            self.directory.responders[rid]
+            self.registry.responders[rid]
             for rid in resident.responders
-            if rid in self.directory.responders
+            if rid in self.registry.responders
         ]
         return ResidentOut(
             resident_id=resident.resident_id,
@@ -150,13 +133,8 @@ class Console:
         )
 
     async def device_rows(self, device_id: str | None = None) -> list[DeviceOut]:
-        sql, params = DEVICE_SQL, []
-        if device_id is not None:
-            sql += " WHERE d.device_id = ?"
-            params.append(device_id)
-        rows = await self.store.query(sql + " ORDER BY d.device_id", params)
         now = self.now()
-        devices = [self.device_out(r, now) for r in rows]
+        devices = [self.device_out(d, now) for d in await self.store.device_status(device_id)]
         return self._with_flags(devices)
 
     def _with_flags(self, devices: list[DeviceOut]) -> list[DeviceOut]:
@@ -179,34 +157,32 @@ class Console:
             out.append(d)
         return out
 
-    def device_out(self, row: Sequence[Any], now: datetime) -> DeviceOut:
-        device_id, dtype, name, resident_id, building, unit, room, seen, battery, online, rssi = row
-        last_seen = as_instant(seen)
-        is_online = bool(online)
-        timeout = timedelta(seconds=self.settings.alerts.offline_timeout(str(dtype)))
+    def device_out(self, d: DeviceStatus, now: datetime) -> DeviceOut:
+        last_seen = d.last_seen
+        timeout = timedelta(seconds=self.settings.alerts.offline_timeout(d.type))
         silent = last_seen is not None and now - last_seen > timeout
-        resident = self.directory.resident(resident_id)
+        resident = self.registry.resident(d.resident_id)
         address = labels.address_labels(
-            building or (resident.building if resident else None),
-            unit or (resident.unit if resident else None),
-            room or (resident.room if resident else None),
+            d.building or (resident.building if resident else None),
+            d.unit or (resident.unit if resident else None),
+            d.room or (resident.room if resident else None),
         )
         return DeviceOut(
-            device_id=str(device_id),
-            type=str(dtype),
-            type_label=labels.device_type_labels(str(dtype)),
-            name=name,
-            resident_id=resident_id,
-            building=building,
-            unit=unit,
-            room=room,
+            device_id=d.device_id,
+            type=d.type,
+            type_label=labels.device_type_labels(d.type),
+            name=d.name,
+            resident_id=d.resident_id,
+            building=d.building,
+            unit=d.unit,
+            room=d.room,
             address=address,
             last_seen=last_seen,
-            battery=None if battery is None else int(battery),
-            online=is_online and not silent,
-            rssi=None if rssi is None else float(rssi),
-            offline=last_seen is not None and (not is_online or silent),
-            low_battery=battery is not None and int(battery) <= LOW_BATTERY,
+            battery=d.battery,
+            online=d.online and not silent,
+            rssi=d.rssi,
+            offline=last_seen is not None and (not d.online or silent),
+            low_battery=d.battery is not None and d.battery <= LOW_BATTERY,
             never_seen=last_seen is None,
         )
 

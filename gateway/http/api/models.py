@@ -77,13 +77,44 @@ class AlertOut(_Out):
     resident_name: str | None
     address: Labels | None
     count: int = Field(description="the triggering event plus repeats that joined it")
-    acked_at: datetime | None
-    acked_by: str | None
+    acked_at: datetime | None = Field(description="the first acknowledgement (kept for good)")
+    acked_by: str | None = Field(description="who first acknowledged: user:NAME or responder:ID")
+    assignee: str | None = Field(
+        default=None, description="who holds it now (the acker, or whom the desk assigned)"
+    )
+    incident_id: str | None = Field(
+        default=None, description="grouped with alerts of the same kind and place"
+    )
     resolved_at: datetime | None
     resolved_by: str | None
     outcome: Outcome | None
     note: str | None
     unreached: bool = Field(description="an escalation step reached nobody: the desk must act")
+
+
+class AnswersOut(_Out):
+    """Who the current escalation step asked and how they answered (people as responder:ID)."""
+
+    step: int | None
+    asked: list[str]
+    declined: list[str]
+    unreached: list[str]
+    pending: list[str]
+
+
+class IncidentOut(_Out):
+    id: str
+    kind: str
+    kind_label: Labels
+    place: str = Field(description="a building, or empty for the whole site")
+    priority: Priority
+    state: str = Field(description="open or closed")
+    opened_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None
+    closed_by: str | None
+    devices: list[str]
+    alerts: list[AlertOut]
 
 
 class TimelineOut(_Out):
@@ -158,6 +189,7 @@ class DeviceOut(_Out):
 
 class AlertDetail(AlertOut):
     timeline: list[TimelineOut]
+    answers: AnswersOut
     resident: ResidentOut | None
     device: DeviceOut | None
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 
+from alerts.answers import step_answers
 from alerts.engine import ActionOutcome, ActionStatus
 from alerts.models import AlertState, Priority
 from gateway.audit import AuditAction
@@ -29,6 +30,7 @@ from gateway.http.api.models import (
     ID_PATTERN,
     AlertDetail,
     AlertOut,
+    AnswersOut,
     AssignIn,
     Instant,
     NoteIn,
@@ -133,8 +135,10 @@ def alerts_router() -> APIRouter:
         if alert is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such alert")
         view = (await console.alert_views([alert]))[0]
-        timeline = [timeline_out(e) for e in await console.store.timeline(alert_id)]
-        resident = console.directory.resident(view.resident_id)
+        entries = await console.store.timeline(alert_id)
+        timeline = [timeline_out(e) for e in entries]
+        answers = step_answers(entries)
+        resident = console.registry.resident(view.resident_id)
         devices = await console.device_rows(alert.device_id) if alert.device_id else []
         contacts = _contacts(principal)
         if resident is not None:
@@ -150,6 +154,13 @@ def alerts_router() -> APIRouter:
         return AlertDetail(
             **view.model_dump(),
             timeline=timeline,
+            answers=AnswersOut(
+                step=answers.step,
+                asked=list(answers.asked),
+                declined=list(answers.declined),
+                unreached=list(answers.unreached),
+                pending=list(answers.pending),
+            ),
             resident=console.resident_out(resident, contacts=contacts) if resident else None,
             device=devices[0] if devices else None,
         )

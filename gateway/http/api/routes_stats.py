@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from alerts.models import Priority
 from gateway.http.api.deps import AUTH_RESPONSES, ConsoleDep, Reader
 from gateway.http.api.models import Instant, ResponseStats
-from gateway.http.api.stats import RESPONSE_SQL, rows_to_samples, summarize
+from gateway.http.api.stats import summarize, to_samples
 
 DEFAULT_SPAN: Final = timedelta(days=30)
 MAX_SPAN: Final = timedelta(days=800)
@@ -43,7 +43,7 @@ def stats_router() -> APIRouter:
                     }
                 ]
             )
-        samples = rows_to_samples(await console.store.query(RESPONSE_SQL, [start, end]))
+        samples = to_samples(await console.store.response_samples(start, end))
         if priority:
             samples = [s for s in samples if s.priority in priority]
         return ResponseStats(

@@ -15,23 +15,14 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final, Literal
+from typing import Literal
 
 from alerts.messages import local_time
 from alerts.models import AlertState, Priority
 from gateway.http.api.models import ResponseGroup
-from gateway.storage._alerts import as_instant
+from gateway.storage.base import AlertResponse
 
 Period = Literal["all", "day", "week", "month"]
-ANSWERS: Final = ("accepted", "acknowledged", "assigned")
-
-RESPONSE_SQL: Final = (
-    "SELECT a.id, a.priority, a.state, a.opened_at, min(t.at)"
-    " FROM alerts a LEFT JOIN alert_timeline t"
-    f" ON t.alert_id = a.id AND t.action IN ({', '.join(repr(x) for x in ANSWERS)})"
-    " WHERE a.opened_at >= ? AND a.opened_at < ?"
-    " GROUP BY a.id, a.priority, a.state, a.opened_at"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,19 +32,15 @@ class Answered:
     seconds: float | None  # None: nobody answered
 
 
-def rows_to_samples(rows: Iterable[Sequence[object]]) -> list[Answered]:
+def to_samples(responses: Iterable[AlertResponse]) -> list[Answered]:
     samples = []
-    for _id, priority, state, opened, first in rows:
-        opened_at = as_instant(opened)
-        answered_at = as_instant(first)
-        if opened_at is None:
-            continue
-        if answered_at is None and state == AlertState.CANCELLED.value:
+    for r in responses:
+        if r.answered_at is None and r.state is AlertState.CANCELLED:
             continue  # withdrawn before anyone answered: not a call the desk missed
         seconds = None
-        if answered_at is not None:
-            seconds = max(0.0, (answered_at - opened_at).total_seconds())
-        samples.append(Answered(Priority(str(priority)), opened_at, seconds))
+        if r.answered_at is not None:
+            seconds = max(0.0, (r.answered_at - r.opened_at).total_seconds())
+        samples.append(Answered(r.priority, r.opened_at, seconds))
     return samples
 
 

@@ -23,13 +23,13 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 import orjson
 
 from alerts.models import ACTIVE_STATES
 from gateway.http.api.console import Console
-from gateway.storage.base import StoreError
+from gateway.storage.base import StoreError, TimelineChange
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,6 @@ MAX_GAPS: Final = 1000
 MAX_REPLAY: Final = 5000  # timeline entries; further behind, a snapshot is cheaper
 QUEUE_MAX: Final = 1000  # events waiting for one slow client before it is dropped
 RETRY_MS: Final = 1000  # how soon EventSource reconnects after a drop
-
-_TIMELINE_SINCE: Final = (
-    "SELECT id, alert_id, action FROM alert_timeline WHERE id > ? ORDER BY id LIMIT ?"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +97,7 @@ class AlertFeed:
         return len(self._subs)
 
     async def latest_id(self) -> int:
-        rows = await self._console.store.query("SELECT coalesce(max(id), 0) FROM alert_timeline")
-        return int(rows[0][0])
+        return await self._console.store.latest_timeline_id()
 
     async def subscribe(self) -> Subscriber:
         """Register a listener; from here on it misses no change (it may see one twice)."""
@@ -151,32 +146,32 @@ class AlertFeed:
         now = self._clock()
         self._gaps = {i: t for i, t in self._gaps.items() if now - t < self._gap_wait}
         floor = min(self._gaps) - 1 if self._gaps else self._cursor
-        rows = await self._console.store.query(_TIMELINE_SINCE, [floor, MAX_REPLAY])
-        fresh = [r for r in rows if int(r[0]) > self._cursor or int(r[0]) in self._gaps]
+        rows = await self._console.store.timeline_changes(floor, MAX_REPLAY)
+        fresh = [r for r in rows if r.id > self._cursor or r.id in self._gaps]
         if not rows:
             return
-        seen = {int(r[0]) for r in rows}
+        seen = {r.id for r in rows}
         top = max(seen)
         for i in range(self._cursor + 1, top):
             if i not in seen and len(self._gaps) < MAX_GAPS:
                 self._gaps[i] = now
         for r in fresh:
-            self._gaps.pop(int(r[0]), None)
+            self._gaps.pop(r.id, None)
         self._cursor = max(self._cursor, top)
         if fresh and self._subs:
             for event in await self.events_for(fresh):
                 for sub in list(self._subs):
                     sub.push(event)
 
-    async def events_for(self, rows: Sequence[Sequence[Any]]) -> list[FeedEvent]:
+    async def events_for(self, rows: Sequence[TimelineChange]) -> list[FeedEvent]:
         """One event per changed alert, in the order of its latest entry (so a client that
         resumes from an event's id has everything before it)."""
         latest: dict[str, int] = {}
         actions: dict[str, list[str]] = {}
-        for entry_id, alert_id, action in rows:
-            key = str(alert_id)
-            latest[key] = max(latest.get(key, 0), int(entry_id))
-            actions.setdefault(key, []).append(str(action))
+        for row in rows:
+            key = row.alert_id
+            latest[key] = max(latest.get(key, 0), row.id)
+            actions.setdefault(key, []).append(row.action)
         alerts = []
         for alert_id in sorted(latest, key=latest.__getitem__):
             alert = await self._console.store.get_alert(alert_id)
@@ -206,7 +201,7 @@ class AlertFeed:
         """What changed after ``last_id``; None when a snapshot is the better answer."""
         if last_id > await self.latest_id():
             return None  # an id from another database (or a reset one)
-        rows = await self._console.store.query(_TIMELINE_SINCE, [last_id, MAX_REPLAY + 1])
+        rows = await self._console.store.timeline_changes(last_id, MAX_REPLAY + 1)
         if len(rows) > MAX_REPLAY:
             return None
         return await self.events_for(rows)

@@ -124,7 +124,7 @@ async def seed(gateway: Gateway) -> dict[str, Alert]:
             )
         ]
     )
-    await gateway.alerting.directory.refresh(store)
+    await gateway.alerting.registry.refresh()
     engine = gateway.alerting.engine
     alerts = {}
     for key, kind, priority, device, age in [
@@ -132,7 +132,7 @@ async def seed(gateway: Gateway) -> dict[str, Alert]:
         ("smoke", "smoke", Priority.P1, "smoke-1", 30),
         ("water", "water_leak", Priority.P2, "water-9", 600),
     ]:
-        device_rec = gateway.alerting.directory.device(device)
+        device_rec = gateway.alerting.registry.device(device)
         result = await engine.open(
             kind=kind,
             priority=priority,
@@ -166,6 +166,8 @@ class Built:
     async def close(self) -> None:
         await self.app.state.feed.stop()
         await self.app.state.actions.stop()
+        # Follow-up messages (assigned, taken, closed) write their outcome to the timeline.
+        await self.gateway.alerting.announcer.drain()
         await self.gateway.store.close()
 
 

@@ -166,16 +166,20 @@ async def test_assign_hands_the_alert_to_a_responder(any_site: Site) -> None:
         "POST", f"/api/v1/alerts/{alert_id}/assign", Role.DUTY, json={"responder_id": "v-2"}
     )
     assert res.status_code == 200
-    assert (res.json()["state"], res.json()["acked_by"]) == ("acknowledged", "v-2")
+    # The desk user's assignment is the first acknowledgement; v-2 holds it.
+    body = res.json()
+    assert (body["state"], body["acked_by"]) == ("acknowledged", "user:duty-user")
+    assert body["assignee"] == "responder:v-2"
     assert [f.kind for f in site.feedback.sent] == [FeedbackKind.RESPONDER_ASSIGNED]
     load = await site.store.responder_load(["v-2"])
     assert load == {"v-2": 1}
 
-    # Reassigning an acknowledged alert moves it; the device was told already.
+    # Reassigning an acknowledged alert moves it, the first ack stays; the device was told.
     res = await site.call(
         "POST", f"/api/v1/alerts/{alert_id}/assign", Role.ADMIN, json={"responder_id": "v-1"}
     )
-    assert res.json()["acked_by"] == "v-1"
+    assert (res.json()["acked_by"], res.json()["assignee"]) == ("user:duty-user", "responder:v-1")
+    assert await site.store.responder_load(["v-1", "v-2"]) == {"v-1": 1, "v-2": 0}
     assert len(site.feedback.sent) == 1
 
     async def notified() -> list[str]:

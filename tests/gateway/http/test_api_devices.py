@@ -143,7 +143,7 @@ async def test_pending_device_is_adopted_by_a_technician(any_site: Site) -> None
     assert await site.store.device_exists("stray-7")
     # The ingest path knows it at once (no wait for the periodic registry re-check).
     assert site.gateway.registry.cached("stray-7") is True
-    assert site.gateway.alerting.directory.device("stray-7") is not None
+    assert site.gateway.alerting.registry.device("stray-7") is not None
     again = await site.call(
         "POST", "/api/v1/pending-devices/stray-7/adopt", Role.TECHNICIAN, json={"type": "pendant"}
     )

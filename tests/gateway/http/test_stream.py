@@ -17,6 +17,7 @@ import pytest
 from alerts.models import Priority
 from gateway.http.api.stream import AlertFeed, FeedEvent
 from gateway.http.server import bind_socket, make_server
+from gateway.storage.base import TimelineChange
 from gateway.users import Role
 from tests.gateway.http.conftest import NOW, Site, open_site
 from tests.harness.ports import free_port
@@ -199,16 +200,16 @@ async def test_stream_needs_a_login(served: Served) -> None:
 # -- the poller on its own: PostgreSQL may commit a lower id after a higher one ------------------
 @dataclass
 class FakeStore:
-    """Timeline rows as the poller's query sees them; alerts are looked up by id."""
+    """Timeline rows as the poller reads them; alerts are looked up by id."""
 
     rows: list[tuple[int, str, str]] = field(default_factory=list)
     backend: str = "sqlite"
 
-    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        if "max(id)" in sql:
-            return [(max((r[0] for r in self.rows), default=0),)]
-        floor, limit = params
-        return [r for r in sorted(self.rows) if r[0] > floor][:limit]
+    async def latest_timeline_id(self) -> int:
+        return max((r[0] for r in self.rows), default=0)
+
+    async def timeline_changes(self, after_id: int, limit: int) -> list[TimelineChange]:
+        return [TimelineChange(*r) for r in sorted(self.rows) if r[0] > after_id][:limit]
 
 
 class FakeConsole:
