@@ -130,7 +130,7 @@ class IncidentSettings(_Section):
     enabled: bool = True
     min_devices: int = Field(default=5, ge=2)
     window: Seconds = 120.0
-    never: list[str] = Field(default_factory=lambda: ["sos", "fall", "unknown_device_sos"])
+    never: list[str] = Field(default_factory=lambda: ["sos", "fall"])
 
 
 class AlertsSettings(_Section):

@@ -52,6 +52,7 @@ from devices.registry import RegistryView
 
 log = logging.getLogger(__name__)
 
+UNREGISTERED = "unregistered_device"  # the kind of an alarm from a device not in the registry
 SOS_DEVICES = frozenset({DeviceType.SOS_BUTTON.value, DeviceType.PENDANT.value})
 ACTIVITY_EVENTS = ("motion", "door_open", "door_close")
 
@@ -245,8 +246,10 @@ class AlertEngine:
             updated_at=alert.opened_at,
             lead_alert_id=min(members, key=lambda a: (a.opened_at, a.id)).id,
         )
-        # A resident's life is never held back: P1 members keep their own escalation.
-        hold = [a.id for a in members if a.priority is not Priority.P1]
+        # A resident's life is never held back: P1 members keep their own escalation. Alarms
+        # of unregistered devices have no resident and come in swarms (a misconfigured
+        # batch of buttons): one page for the incident.
+        hold = [a.id for a in members if a.priority is not Priority.P1 or a.kind == UNREGISTERED]
         incident, joined = await self.store.join_incident(
             proposal, [a.id for a in members], hold=hold
         )
@@ -328,6 +331,35 @@ class AlertEngine:
             await self._withdraw(event, CANCELLABLE_BY_RESIDENT, action="cancel")
         elif isinstance(decision, RestoreAlerts):
             await self._withdraw(event, RESTORABLE, action="restore")
+
+    async def raise_unregistered(self, event: Event) -> OpenResult:
+        """An alarm from a device nobody registered (SPEC, Intake): a P1 alert marked
+        "unregistered device" for the duty desk — there is no resident to page yet, so the
+        policy's first step reaches nobody and the desk hears it at once. Its device id is
+        the pending one a technician adopts (``device_registered`` links the resident)."""
+        result = await self.open(
+            kind=UNREGISTERED,
+            priority=Priority.P1,
+            device_id=event.device_id,
+            resident_id=None,
+            at=event.ts,
+            trigger_key=f"event:{event.device_id}:{event.dedup_key or uuid.uuid4().hex}",
+            actor=f"device:{event.device_id}",
+            source=event.source,
+            source_seq=event.seq,
+            detail=detail_json(
+                event_id=event.event_id, seq=event.seq, type=event.type.value, unregistered=True
+            ),
+        )
+        await self._tell_device(result.alert, FeedbackKind.ALERT_RECEIVED, event.seq)
+        return result
+
+    async def device_registered(self, device_id: str, actor: str) -> list[str]:
+        """A device was adopted into the registry: its open alerts learn its resident."""
+        device = self.registry.device(device_id)
+        if device is None or device.resident_id is None:
+            return []
+        return await self.store.link_resident(device_id, device.resident_id, self.clock(), actor)
 
     async def _withdraw(self, event: Event, kinds: frozenset[str], *, action: str) -> None:
         """A resident's cancel or a sensor's restore: within the grace period it cancels the

@@ -45,6 +45,7 @@ KIND_NAMES: dict[str, tuple[str, str]] = {
     "door_open": ("门已打开", "Door open"),
     "motion": ("有活动", "Motion"),
     "unknown_device_sos": ("未登记设备呼叫", "SOS from an unregistered device"),
+    "unregistered_device": ("未登记设备报警", "Alarm from an unregistered device"),
 }
 
 PRIORITY_WORDS: dict[Priority, tuple[str, str]] = {

@@ -128,16 +128,18 @@ class OutageDispatcher:
         decision = classify(event)
         return isinstance(decision, OpenAlert) and decision.priority in OUTAGE_PRIORITIES
 
-    def start(self, event: Event) -> bool:
-        """Notify in the background (a reference is kept until it is done). False when
+    def start(self, event: Event) -> str | None:
+        """Notify in the background (a reference is kept until it is done); returns the id
+        the alert will have (the device can be told "received" with it at once). None when
         there is nothing to do: not P1/P2, or this event was notified already."""
         key = event.dedup_key
         if key is None or key in self._running or key in self.notices or not self.wants(event):
-            return False
-        task = asyncio.create_task(self.notify(event), name=f"outage-notify-{key}")
+            return None
+        alert_id = uuid.uuid4().hex
+        task = asyncio.create_task(self.notify(event, alert_id), name=f"outage-notify-{key}")
         self._running[key] = task
         task.add_done_callback(lambda t: self._done(key, t))
-        return True
+        return alert_id
 
     def _done(self, key: str, task: asyncio.Task[OutageNotice | None]) -> None:
         self._running.pop(key, None)
@@ -161,7 +163,7 @@ class OutageDispatcher:
     def forget(self, event_key: str) -> None:
         self.notices.pop(event_key, None)
 
-    async def notify(self, event: Event) -> OutageNotice | None:
+    async def notify(self, event: Event, alert_id: str | None = None) -> OutageNotice | None:
         decision = classify(event)
         key = event.dedup_key
         if not isinstance(decision, OpenAlert) or key is None:
@@ -169,7 +171,11 @@ class OutageDispatcher:
         device = self.registry.device(event.device_id)
         steps = self.settings.steps_for(decision.priority)
         alert = outage_alert(
-            event, decision, uuid.uuid4().hex, device.resident_id if device else None, steps
+            event,
+            decision,
+            alert_id or uuid.uuid4().hex,
+            device.resident_id if device else None,
+            steps,
         )
         now = self.clock()
         step = steps[0] if steps else DESK_STEP

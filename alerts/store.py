@@ -59,6 +59,13 @@ class AlertStore(Protocol):
 
     async def add_timeline(self, entries: Sequence[TimelineEntry]) -> None: ...
 
+    async def link_resident(
+        self, device_id: str, resident_id: str, at: datetime, actor: str
+    ) -> list[str]:
+        """A device registered after it raised alerts (an unregistered device's alarm): its
+        active alerts without a resident get ``resident_id``, each with a timeline entry.
+        Returns their ids."""
+
     async def transition(
         self,
         alert_id: str,

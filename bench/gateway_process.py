@@ -10,14 +10,32 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import ClassVar
 
 
 class GatewayProcess:
+    # Every process started and not yet reaped: whoever started them (a test's finalizer,
+    # the bench's cleanup) ends what is left with ``end_all`` — none outlives its starter.
+    running: ClassVar[set[GatewayProcess]] = set()
+
     def __init__(self, config: Path, log: Path, http_port: int) -> None:
         self.config = config
         self.log = log
         self.http_port = http_port
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def end_all(cls) -> list[int]:
+        """Kill every process still running; returns their pids (empty: nothing was left)."""
+        left = []
+        for gateway in list(cls.running):
+            proc = gateway.proc
+            if proc is not None and proc.poll() is None:
+                left.append(proc.pid)
+                proc.kill()
+                proc.wait(timeout=10)
+            cls.running.discard(gateway)
+        return left
 
     @property
     def pid(self) -> int | None:
@@ -31,6 +49,7 @@ class GatewayProcess:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
+        GatewayProcess.running.add(self)
 
     def ready(self) -> bool:
         """/readyz says 200: subscribed on both lanes, database reachable."""
@@ -51,10 +70,14 @@ class GatewayProcess:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
+        GatewayProcess.running.discard(self)
 
     def stop(self) -> int:
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            return self.proc.wait(timeout=20)
-        return self.proc.returncode
+            code = self.proc.wait(timeout=20)
+        else:
+            code = self.proc.returncode
+        GatewayProcess.running.discard(self)
+        return code

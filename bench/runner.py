@@ -316,14 +316,13 @@ class _Backend:
 
     def config_text(self, http_port: int) -> str:
         # Short session expiry: on a broker the bench did not start, the gateway's persistent
-        # session must not outlive the run. The per-device limit is the flood guard, not
-        # what is measured: the load's devices send faster than real sensors.
+        # session must not outlive the run. The default config otherwise: load devices that
+        # send faster than real sensors are flagged, never discarded.
         return (
             f'[mqtt]\nurl = "{self.mqtt_url}"\nclient_id = "{self.ids.run}-gw"\n'
             'session_expiry = "10m"\n'
             f'[database]\nurl = "{self.db_url}"\n'
             f'[http]\nbind = "127.0.0.1:{http_port}"\n'
-            "[ingest]\ndevice_rate = 1000000\ndevice_burst = 1000000\n"
         )
 
     async def start_gateway(self) -> GatewayProcess:

@@ -19,6 +19,8 @@ class RejectReason(StrEnum):
     # The gateway itself failed on this message several times (a bug): set aside, loudly,
     # so that one message cannot hold every later one on its lane.
     POISON = "poison"
+    # The database refused the content (a value it cannot store): set aside durably, acked.
+    UNSTORABLE = "unstorable"
 
 
 class Rejected(Exception):

@@ -46,6 +46,7 @@ from devices.models import (
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 NATIVE_SOURCE = "mqtt"  # the native topics: the device id is in the topic
+RETAINED = "retained"  # Decoded flag: a broker's retained copy, a replay of old state
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +96,8 @@ class Decoded:
     address: DeviceAddress
     messages: tuple[DeviceMessage, ...]
     raw: str | bytes  # bytes: the payload as received, decoded only if a sighting needs it
-    problems: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()  # parts of the input dropped (counted as rejections)
+    flags: tuple[str, ...] = ()  # what was corrected and kept (clock_ahead, nul_removed)
 
     @property
     def has_event(self) -> bool:

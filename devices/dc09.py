@@ -25,6 +25,7 @@ QH/QR, MH/MR, PH/PR, HH/HR, TR, YR, XR) as ``restore``; RP/RX tests carry no eve
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 from collections.abc import Iterator
@@ -453,16 +454,25 @@ _SIA_RESTORES = frozenset(
     {"FH", "FR", "GH", "GR", "WH", "WR", "KH", "KR", "QH", "QR", "MH", "MR", "PH", "PR"}
     | {"HH", "HR", "TR", "YR", "XR"}
 )
-_SIA_FIELD = re.compile(r"\A([A-Z]{2})([0-9A-Z]*)")
+# SIA DC-04 data after the leading N: event fields (two capitals and a zone number) and
+# modifier fields (two lowercase letters and a value: ri area, pi peripheral, id user,
+# da date, ti time, …), separated by '/' or simply one after the other, with free text in
+# carets (^Kitchen / hall^) that belongs to the field before it; '|' ends the fields (what
+# follows, like |A…, is free text too).
+_SIA_MODIFIER = re.compile(r"([a-z]{2})([0-9:.,-]*)")
+_SIA_EVENT = re.compile(r"([A-Z]{2})([0-9]*)")
 
 
 @dataclass(frozen=True, slots=True)
 class Report:
-    """One reported condition: what it means and which zone it is about."""
+    """One reported condition: what it means and which zone it is about. ``meaning`` None:
+    a well-formed code the gateway has no SPEC meaning for (stored as an ``other`` event)."""
 
     zone: str  # normalised: "15" for "015"; "" when the message names none
     code: str  # "FA" or "1111" (Contact ID qualifier + code)
     meaning: EventType | DeviceState | None
+    text: str = ""  # the ^free text^ a panel sent with it
+    modifiers: tuple[tuple[str, str], ...] = ()  # ("ri", "1"), ("pi", "003"), ("ti", "12:34")
 
 
 def normalise_zone(zone: str | None) -> str:
@@ -516,27 +526,64 @@ def _sia_reports(data: str, header: Header) -> list[Report]:
         return []  # an empty block: nothing to report (acknowledged like a link test)
     if data[:1] not in ("N", "O"):
         raise Dc09Error(Fault.BAD_DATA, f"SIA data {data[:32]!r} does not start with N", header)
-    out: list[Report] = []
-    events = data[1:].split("|", 1)[0]  # what follows a '|' is free text (|A...)
-    for part in events.split("/"):
-        part = re.sub(r"\^[^^]*\^", "", part).strip()  # ^free text^ annotations
-        if not part or part[:2].islower():
-            continue  # modifiers: ri area, ti time, id user, pi peripheral, ...
-        m = _SIA_FIELD.match(part)
-        if m is None:
-            raise Dc09Error(Fault.BAD_DATA, f"SIA field {part[:16]!r} is not an event", header)
-        code, zone = m.groups()
-        meaning: EventType | None = _SIA_ALARMS.get(code)
-        if code in _SIA_RESTORES:
-            meaning = EventType.RESTORE
-        out.append(Report(normalise_zone(zone), code, meaning))
-    if not out:
+    fields, texts = _without_texts(data[1:])
+    found: list[tuple[int, Report]] = []  # (where it starts in ``fields``, the report)
+    modifiers: dict[str, str] = {}
+    pos = 0
+    while pos < len(fields):
+        if fields[pos] in "/ ":
+            pos += 1
+        elif (mod := _SIA_MODIFIER.match(fields, pos)) is not None:
+            modifiers[mod.group(1)] = mod.group(2)  # applies to the events after it
+            pos = mod.end()
+        elif (event := _SIA_EVENT.match(fields, pos)) is not None:
+            code, zone = event.groups()
+            meaning: EventType | None = _SIA_ALARMS.get(code)
+            if code in _SIA_RESTORES:
+                meaning = EventType.RESTORE
+            report = Report(normalise_zone(zone), code, meaning, "", tuple(modifiers.items()))
+            found.append((pos, report))
+            pos = event.end()
+        else:
+            raise Dc09Error(Fault.BAD_DATA, f"SIA field at {fields[pos : pos + 16]!r}", header)
+    if not found:
         raise Dc09Error(Fault.BAD_DATA, "SIA data carries no event code", header)
+    out = [report for _, report in found]
+    for at, text in texts:
+        # The event the text stands in or after; text before any event belongs to the first.
+        index = max((i for i, (start, _) in enumerate(found) if start < at), default=0)
+        joined = f"{out[index].text} {text}".strip()
+        out[index] = dataclasses.replace(out[index], text=joined)
     return out
 
 
+def _without_texts(body: str) -> tuple[str, list[tuple[int, str]]]:
+    """The fields with every ^free text^ taken out (it may hold '/', '|' or anything), each
+    text with the position it stood at; '|' outside a text ends the fields."""
+    fields: list[str] = []
+    texts: list[tuple[int, str]] = []
+    length = 0
+    pos = 0
+    while pos < len(body):
+        char = body[pos]
+        if char == "^":
+            end = body.find("^", pos + 1)
+            end = len(body) if end < 0 else end  # unterminated: text to the end
+            texts.append((length, body[pos + 1 : end]))
+            pos = end + 1
+        elif char == "|":
+            break
+        else:
+            fields.append(char)
+            length += 1
+            pos += 1
+    return "".join(fields), texts
+
+
 def decode_reports(message: Message, received_at: datetime) -> list[Decoded]:
-    """Each report with a meaning as a typed message for its (account, zone) address.
+    """Each report as a typed message for its (account, zone) address: a SPEC event, a device
+    state, or — for a well-formed code with no SPEC meaning (an opening, a test) — an event
+    of type ``other`` carrying the raw code and text, so every report a panel sends is kept.
 
     Events get an id from account, sequence number, position and day, so a panel that
     repeats a message it got no ACK for is stored once.
@@ -547,8 +594,6 @@ def decode_reports(message: Message, received_at: datetime) -> list[Decoded]:
         ts = received_at
     out: list[Decoded] = []
     for index, report in enumerate(reports(message)):
-        if report.meaning is None:
-            continue
         where = address(header.account, report.zone)
         device_id = where.pending_id()
         payload = orjson.dumps(
@@ -558,6 +603,8 @@ def decode_reports(message: Message, received_at: datetime) -> list[Decoded]:
                 "seq": header.seq,
                 "zone": report.zone,
                 "code": report.code,
+                "text": report.text or None,
+                "modifiers": dict(report.modifiers) or None,
                 "encrypted": header.encrypted,
                 "message": message.text,
             }
@@ -568,7 +615,7 @@ def decode_reports(message: Message, received_at: datetime) -> list[Decoded]:
         else:
             msg = Event(
                 device_id=device_id,
-                type=report.meaning,
+                type=report.meaning or EventType.OTHER,
                 ts=ts,
                 received_at=received_at,
                 event_id=f"sia-{header.account}-{header.seq}-{index}-{ts:%Y%m%d}",

@@ -10,7 +10,11 @@ from devices.models import DeviceHealth, DeviceState, Event, Status, Telemetry
 
 def health_of(message: Event | Telemetry | Status) -> DeviceHealth:
     """What one message says about its device. Anything a device sends proves it online,
-    except its own offline status (its will, published by the broker)."""
+    except its own offline status (its will, published by the broker).
+
+    ``last_seen`` is the gateway's receive time, never the device's clock (SPEC, Time): a
+    device whose clock runs fast must not stay "seen" in the future, and a backlog replayed
+    later must not make a device look silent."""
     if isinstance(message, Status):
         return DeviceHealth(
             device_id=message.device_id,
@@ -22,7 +26,7 @@ def health_of(message: Event | Telemetry | Status) -> DeviceHealth:
     if isinstance(message, Event):
         return DeviceHealth(
             device_id=message.device_id,
-            last_seen=message.ts,
+            last_seen=message.received_at,
             battery=message.battery,
             online=True,
         )
@@ -35,7 +39,7 @@ def health_of(message: Event | Telemetry | Status) -> DeviceHealth:
             rssi = reading.value
     return DeviceHealth(
         device_id=message.device_id,
-        last_seen=message.ts,
+        last_seen=message.received_at,
         battery=battery,
         online=True,
         rssi=rssi,

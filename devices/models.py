@@ -30,6 +30,9 @@ class EventType(StrEnum):
     LOW_BATTERY = "low_battery"
     TAMPER = "tamper"
     RESTORE = "restore"
+    # A report a panel sent that has no SPEC meaning (an opening, a test, a code we do not
+    # map): stored with its raw code, never an alert. Not accepted on the native topics.
+    OTHER = "other"
 
 
 # SPEC (Intake): alarms go the event path, fair between devices and ahead of readings,
@@ -86,6 +89,9 @@ class Event:
     source: str = "mqtt"
     payload: str = "{}"
     seq_window: int = DAY_SECONDS
+    # A broker's retained copy of an old event (delivered at subscribe time): stored once,
+    # never a new alert.
+    replay: bool = False
 
     @property
     def dedup_key(self) -> str | None:

@@ -228,6 +228,10 @@ class SerialPortSettings(_Section):
     name: str = Field(min_length=1, max_length=64)
     url: str = Field(min_length=1)
     baudrate: int = Field(default=9600, gt=0)
+    # A line quiet this long in the middle of a frame will not finish it (the half frame is
+    # skipped and counted). A local UART delivers a frame in one go; a serial server over
+    # TCP (socket://) may split one across writes with gaps — give it more.
+    frame_gap: Annotated[Duration, Field(gt=0, le=60)] = 0.25
 
 
 class SerialSettings(_Section):
@@ -324,6 +328,9 @@ class IngestSettings(_Section):
     # (SPEC: no silent discard by default — a backlog the broker held looks like a flood);
     # "discard" drops them as rejected{reason="rate_limited"} (opt-in).
     flood_action: Literal["flag", "discard"] = "flag"
+    # A device timestamp further ahead than this is replaced by the receive time and flagged
+    # (SPEC, Time): a clock 30 minutes fast must not keep a device "seen" in the future.
+    max_clock_ahead: Annotated[Duration, Field(gt=0)] = 300.0
     # A device flagged for flooding is unflagged after this long without a refused message.
     device_flag_clear: Annotated[Duration, Field(gt=0)] = 600.0
     unknown_recheck: Duration = 10.0

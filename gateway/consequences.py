@@ -13,7 +13,7 @@ from alerts.models import TimelineEntry, detail_json
 from alerts.outage import OutageDispatcher, OutageNotice
 from alerts.replies import Reply
 from alerts.store import AlertStore
-from devices.feedback import Feedback
+from devices.feedback import Feedback, FeedbackKind
 from devices.models import Event, Reading
 from gateway.metrics import Metrics
 from gateway.storage.base import StoreError
@@ -33,6 +33,7 @@ class AlertConsequences:
         self, *, engine: AlertEngine, outage: OutageDispatcher | None, metrics: Metrics
     ) -> None:
         self._engine = engine
+        self._feedback = engine.feedback
         self._outage = outage
         self._metrics = metrics
         self._listeners: list[EventListener] = []
@@ -44,17 +45,36 @@ class AlertConsequences:
     async def event_stored(self, event: Event, *, duplicate: bool) -> None:
         # A failure here (a bug) goes to the event path's poison guard: the input is retried,
         # then left for a redelivery — an alarm is never acked without its alert.
-        await self._engine.handle_event(event, duplicate=duplicate)
+        if not event.replay:  # a retained copy of old state: stored, never a new alert
+            await self._engine.handle_event(event, duplicate=duplicate)
         for listener in self._listeners:
             await listener.handle_event(event, duplicate=duplicate)
 
+    async def unregistered_alarm(self, event: Event) -> None:
+        if not event.replay:
+            await self._engine.raise_unregistered(event)
+
     def event_spooling(self, event: Event) -> bool:
         outage = self._outage
-        return outage is not None and outage.start(event)
+        if outage is None or event.replay:
+            return False
+        alert_id = outage.start(event)
+        if alert_id is None:
+            return False
+        # The event is durable in the spool: the resident hears "received" now, not when the
+        # database is back (the alert will carry this id).
+        self._feedback.tell(
+            Feedback(
+                event.device_id, FeedbackKind.ALERT_RECEIVED, alert_id, event.source, event.seq
+            )
+        )
+        return True
 
     async def event_replayed(self, event: Event, *, duplicate: bool) -> None:
         outage, key = self._outage, event.dedup_key
         notice = await outage.wait_for(key) if outage is not None and key is not None else None
+        if event.replay:
+            return
         try:
             await self._engine.handle_event(event, duplicate=duplicate, notice=notice)
         except StoreError:

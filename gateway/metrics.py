@@ -26,6 +26,12 @@ class Metrics:
         self.rejected = Counter(
             "scgw_messages_rejected", "Inputs refused, by reason", ["lane", "reason"], registry=r
         )
+        self.flagged = Counter(
+            "scgw_inputs_flagged",
+            "Inputs kept after a correction (clock_ahead: receive time used; nul_removed)",
+            ["lane", "flag"],
+            registry=r,
+        )
         self.readings_stored = Counter(
             "scgw_readings_stored", "Telemetry data points stored", registry=r
         )

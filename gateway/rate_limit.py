@@ -1,9 +1,17 @@
-"""Per-device token buckets: a flooding device is cut off without slowing anyone else.
+"""Per-device token buckets: which devices flood.
 
-A device refused once is *flagged* for technicians (the devices API and the dashboard show
+A device over its rate is *flagged* for technicians (the devices API and the dashboard show
 it; ``scgw_devices_rate_limited`` counts such devices, without a device label) until nothing
-of it has been refused for ``clear_after`` seconds. Flags live in this process's memory: a
-restart forgets them, and with several gateway instances each shows the devices it cut off.
+of it has been over the rate for ``clear_after`` seconds. Whether its messages are kept is
+the caller's choice (SPEC: kept by default; discarding is opt-in).
+
+A flood is judged by the device's own timestamps where it sends them (``allow(…, at=)``):
+a backlog the broker held through a restart or an outage, or one a device uploads after its
+link returns, arrives all at once but was produced at a normal pace — that is not a flood.
+Without a device timestamp, arrival time is all there is.
+
+Flags are kept in memory for the hot path and handed to the database (``take_changes``) so
+that every instance, and this one after a restart, shows the same flags.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ class _Episode:
     since_mono: float
     last_mono: float
     rejected: int
+    changed: bool = True  # not yet handed over by ``take_changes``
 
 
 def _utc_now() -> datetime:
@@ -63,23 +72,30 @@ class DeviceRateLimiter:
         self._clear_after = clear_after
         self._clock = clock
         self._wall = wall
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        # device → (tokens, arrival time of the last message, device time of it or None)
+        self._buckets: OrderedDict[str, tuple[float, float, float | None]] = OrderedDict()
         self._flags: dict[str, _Episode] = {}
         self._metrics = metrics
         if metrics is not None:
             # Computed at scrape time, so a flag that cleared by itself is not counted.
             metrics.devices_rate_limited.set_function(lambda: float(self.flagged_count()))
 
-    def allow(self, device_id: str) -> bool:
+    def allow(self, device_id: str, at: float | None = None) -> bool:
+        """One message of ``device_id``; ``at``: the device's own time of it (epoch seconds)
+        when it sent one. False when the device is over its rate (it is flagged)."""
         now = self._clock()
-        tokens, last = self._buckets.get(device_id, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - last) * self._rate)
+        tokens, last, last_at = self._buckets.get(device_id, (self._burst, now, None))
+        if at is not None and last_at is not None:
+            elapsed = max(0.0, at - last_at)  # by the device's clock: a backlog is no flood
+        else:
+            elapsed = now - last
+        tokens = min(self._burst, tokens + elapsed * self._rate)
         allowed = tokens >= 1.0
         if allowed:
             tokens -= 1.0
         else:
             self._refused(device_id, now)
-        self._buckets[device_id] = (tokens, now)
+        self._buckets[device_id] = (tokens, now, at if at is not None else last_at)
         self._buckets.move_to_end(device_id)
         if len(self._buckets) > self.MAX_DEVICES:
             self._buckets.popitem(last=False)
@@ -96,6 +112,7 @@ class DeviceRateLimiter:
             return
         episode.last_mono = now
         episode.rejected += 1
+        episode.changed = True
 
     def _make_room(self, now: float) -> None:
         self._expire(now)
@@ -106,6 +123,16 @@ class DeviceRateLimiter:
         quiet = [d for d, e in self._flags.items() if now - e.last_mono >= self._clear_after]
         for device_id in quiet:
             del self._flags[device_id]
+
+    def take_changes(self) -> list[tuple[str, Flag]]:
+        """Flags that changed since the last call (for the database)."""
+        now = self._clock()
+        out = []
+        for device_id, episode in self._flags.items():
+            if episode.changed:
+                episode.changed = False
+                out.append((device_id, self._snapshot(episode, now)))
+        return out
 
     # -- what technicians see -------------------------------------------------------------------
     def flag(self, device_id: str) -> Flag | None:

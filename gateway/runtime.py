@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from devices.codecs import TopicCodec
 from devices.feedback import FeedbackQueue
@@ -40,13 +41,14 @@ from gateway.serial.reader import SerialPortReader
 from gateway.sia.receiver import SiaReceiver
 from gateway.spool.records import SpooledNotice
 from gateway.spool.spool import Spool, SpoolState, SpoolStats
-from gateway.storage.base import Store, StoreError
+from gateway.storage.base import FloodFlag, Store, StoreError
 from gateway.storage.factory import open_store
 from gateway.supervisor import TaskHealth, supervise
 
 log = logging.getLogger(__name__)
 
 STORE_RETRY_MAX = 10.0
+FLAGS_EVERY = 1.0
 SLOW_STOP = 5.0
 DRAIN_TIMEOUT = 5.0  # seconds a graceful stop spends finishing what was received
 PING_TIMEOUT = 1.0  # below the HTTP handler's own limit, so /readyz names the failing part
@@ -230,10 +232,15 @@ class Gateway:
         task.add_done_callback(self._task_refs.discard)
 
     def _supervised(
-        self, tg: asyncio.TaskGroup, name: str, run: Callable[[], Awaitable[None]]
+        self,
+        tg: asyncio.TaskGroup,
+        name: str,
+        run: Callable[[], Awaitable[None]],
+        *,
+        max_delay: float = 30.0,
     ) -> None:
         health = self.tasks.setdefault(name, TaskHealth(name))
-        self._spawn(tg, name, supervise(health, run, self.metrics))
+        self._spawn(tg, name, supervise(health, run, self.metrics, max_delay=max_delay))
 
     async def _serve_http(self, server: EmbeddedServer, sock: socket.socket) -> None:
         await server.serve(sockets=[sock])
@@ -268,8 +275,11 @@ class Gateway:
         await self._load_registry()
         await self.alerting.start(lambda name, run: self._supervised(tg, name, run))
         self._supervised(tg, "feedback", self.feedback.run)
-        self._supervised(tg, "event-path", self.intake.events.run)
+        # Restarted fast: while it is down no press is handled (a failing input is retried a
+        # few times, then left for a redelivery — gateway/intake/poison.py).
+        self._supervised(tg, "event-path", self.intake.events.run, max_delay=1.0)
         self._supervised(tg, "bulk-path", self.intake.bulk.run)
+        self._supervised(tg, "flood-flags", self._keep_flood_flags)
         self._mqtt_transports()
         self._serial_transports()
         self._sia_transport()
@@ -283,10 +293,30 @@ class Gateway:
             await lane.start()
         self.started.set()
 
+    async def _keep_flood_flags(self) -> None:
+        """Hand the flood flags to the database every second: every instance, and this one
+        after a restart, shows the same flags (a best effort: a failed write is retried)."""
+        waiting: dict[str, FloodFlag] = {}
+        while True:
+            await asyncio.sleep(FLAGS_EVERY)
+            for device_id, flag in self.limiter.take_changes():
+                waiting[device_id] = FloodFlag(
+                    device_id, flag.since, flag.last_rejected, flag.rejected
+                )
+            if not waiting:
+                continue
+            try:
+                await self.store.save_flags(list(waiting.values()))
+                waiting.clear()
+            except StoreError as exc:
+                log.warning("flood flags not saved yet: %s", exc)
+
     async def _load_registry(self) -> None:
         delay = 0.2
         while True:
             try:
+                # v_devices.online judges silence by these: the offline check's own timeouts.
+                await self.store.set_device_timeouts(self.settings.alerts.offline_after)
                 await self.registry.load()
                 return
             except StoreError as exc:
@@ -338,7 +368,11 @@ class Gateway:
 
     def _mqtt_transports(self) -> None:
         cfg = self.settings.mqtt
-        native = MqttJsonCodec(cfg.prefix, max_bytes=cfg.max_payload_bytes)
+        native = MqttJsonCodec(
+            cfg.prefix,
+            max_bytes=cfg.max_payload_bytes,
+            max_clock_ahead=timedelta(seconds=self.settings.ingest.max_clock_ahead),
+        )
         # Native events and telemetry on their own connections: a press is never read after
         # a telemetry backlog at the broker.
         events = self._lane(
@@ -378,6 +412,7 @@ class Gateway:
                 baudrate=port.baudrate,
                 intake=self.intake,
                 metrics=self.metrics,
+                frame_gap=port.frame_gap,
             )
         if self.parts.serial:
             self.feedback.register("serial", SerialFeedback(self.parts.serial, self.registry))

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from tests import fault_matrix
+from tests.harness.gateway_process import GatewayProcess
 from tests.harness.mosquitto import MosquittoServer
 from tests.harness.postgres import PostgresServer, remove_template_clusters
 from tests.harness.process import HarnessError
@@ -29,8 +30,21 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Delete the worker's cached ``initdb`` template (xdist workers skip atexit)."""
+    """Delete the worker's cached ``initdb`` template (xdist workers skip atexit), and check
+    that no gateway process outlived the tests (each test ends its own; see below)."""
     remove_template_clusters()
+    left = GatewayProcess.end_all()
+    if left:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        print(f"\nFAILED: gateway processes left running after the tests: {left}")
+
+
+@pytest.fixture(autouse=True)
+def _no_gateway_outlives_its_test() -> Iterator[None]:
+    """A test that started a gateway process and failed before stopping it does not leave it
+    running (to load the machine for every later test): killed when the test ends."""
+    yield
+    GatewayProcess.end_all()
 
 
 def _start_pg() -> PostgresServer:

@@ -33,6 +33,7 @@ from gateway.intake.poison import PoisonGuard, Verdict
 from gateway.intake.rejections import RejectionLog
 from gateway.metrics import Metrics
 from gateway.priority import UrgentGate
+from gateway.storage.base import StoreRefused
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,10 @@ class BulkPath:
             self.busy = True
             try:
                 await self.write(batch)
+            except StoreRefused:
+                # The database refused some content: write one at a time, so only what it
+                # refuses is set aside (bad input, not a fault: no restart, no retry).
+                await self._one_by_one(batch)
             except asyncio.CancelledError:
                 self._queue.extendleft(reversed(batch))  # shutdown: still unacknowledged
                 raise
@@ -160,10 +165,21 @@ class BulkPath:
         for item in batch:
             try:
                 await self.write([item])
+            except StoreRefused as exc:
+                source = item.poison_key or item.lane
+                await self._durable.set_aside(item.lane, source, str(exc), repr(item.message))
+                self._rejections(item.lane)(source, Rejected(RejectReason.UNSTORABLE, str(exc)))
+                item.ack.done()
             except Exception:  # logged with its traceback and counted: see PoisonGuard
                 verdict = self._poison.failed(item.poison_key or repr(item.message))
                 if verdict is Verdict.POISON:
                     log.exception("set aside poison message from %s: %r", item.lane, item.message)
+                    await self._durable.set_aside(
+                        item.lane,
+                        item.poison_key or item.lane,
+                        "poison: writing kept failing",
+                        repr(item.message),
+                    )
                     self._rejections(item.lane)(
                         item.lane, Rejected(RejectReason.POISON, "handler failed")
                     )

@@ -20,6 +20,10 @@ class Consequences(Protocol):
     async def event_stored(self, event: Event, *, duplicate: bool) -> None:
         """Act on an event now in the database (new, or a redelivered duplicate)."""
 
+    async def unregistered_alarm(self, event: Event) -> None:
+        """An alarm event from a device the registry does not know (it is in the pending list
+        now): the duty desk must see it (SPEC, Intake)."""
+
     def event_spooling(self, event: Event) -> bool:
         """The database is away and ``event`` is about to be spooled: act without the
         database (notify from memory, tell the device). Must not wait. True when an outage

@@ -28,8 +28,11 @@ import logging
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
+
+import orjson
 
 from alerts.outage import OutageNotice
 from alerts.replies import Reply
@@ -254,6 +257,33 @@ class Durable:
                 pass
         await self._append(lane, rec.SpooledReply(reply), kind="reply")
 
+    async def set_aside(self, lane: str, source: str, reason: str, content: str) -> None:
+        """Keep an input that will not be stored (the database refused its content, or the
+        gateway kept failing on it) where people can see it — the database's ``set_aside``
+        table, or with the database away a file beside the spool — so acknowledging it loses
+        nothing silently and it is never retried forever."""
+        at = datetime.now(UTC)
+        log.error("%s: set aside input from %s (%s)", lane, source, reason)
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                await self.store.set_aside(at, lane, source, reason, content)
+            return
+        except (StoreError, TimeoutError) as exc:
+            log.warning("set-aside record not in the database (%s); keeping it on disk", exc)
+        if self.spool is None:
+            log.error("set-aside input from %s: %r", source, content[:2000])
+            return
+        line = orjson.dumps(
+            {
+                "at": at.isoformat(),
+                "lane": lane,
+                "source": source,
+                "reason": reason,
+                "content": content,
+            }
+        )
+        await asyncio.to_thread(_append_line, self.spool.directory / "set-aside.jsonl", line)
+
     async def record_notice(self, notice: OutageNotice) -> None:
         """Keep what the outage dispatcher sent, after the event it belongs to."""
         durable = self._event_durable.pop(notice.event_key, None)
@@ -432,6 +462,13 @@ class Durable:
                 out.write(body + b"\n")
         except OSError as exc:
             log.error("could not keep the set-aside record: %s", exc)
+
+
+def _append_line(path: Path, line: bytes) -> None:
+    with path.open("ab") as out:
+        out.write(line + b"\n")
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def split(messages: Sequence[Telemetry | Status]) -> tuple[list[Reading], list[DeviceHealth]]:

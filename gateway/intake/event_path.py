@@ -19,7 +19,7 @@ from alerts.replies import Reply
 from devices.codec import Rejected, RejectReason
 from devices.codecs import Decoded
 from devices.health import health_of
-from devices.models import Event, Status, Telemetry
+from devices.models import ALARM_EVENTS, Event, Status, Telemetry
 from gateway.intake.consequences import Consequences
 from gateway.intake.durable import Durable, split
 from gateway.intake.fair import FairQueue
@@ -29,6 +29,7 @@ from gateway.intake.rejections import RejectionLog
 from gateway.metrics import Metrics
 from gateway.priority import UrgentGate
 from gateway.registry import LiveRegistry
+from gateway.storage.base import StoreRefused
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,13 @@ class EventPath:
     async def _handle_one(self, parcel: Parcel) -> None:
         try:
             await self.handle(parcel)
+        except StoreRefused as exc:
+            # Bad input, not a fault: the database cannot store what it says (SPEC, Intake).
+            # Set aside at once and durably, acknowledged, never retried — other devices'
+            # inputs are not held for it.
+            await self._durable.set_aside(parcel.lane, parcel.where, str(exc), repr(parcel.body))
+            self._rejections(parcel.lane)(parcel.where, Rejected(RejectReason.UNSTORABLE, str(exc)))
+            self._acked(parcel)
         except asyncio.CancelledError:
             self._queue.push_front(parcel)  # shutdown: the input is still unacknowledged
             raise
@@ -100,10 +108,13 @@ class EventPath:
                 parcel.ack.later()
                 return
             log.exception("set aside poison input on %s: %r", parcel.where, parcel.body)
+            await self._durable.set_aside(
+                parcel.lane, parcel.where, "poison: handling kept failing", repr(parcel.body)
+            )
             self._rejections(parcel.lane)(
                 parcel.where, Rejected(RejectReason.POISON, "handler failed")
             )
-            parcel.ack.done()
+            self._acked(parcel)
         else:
             self._poison.handled += 1
 
@@ -167,6 +178,10 @@ class EventPath:
         sightings = body.sightings()
         await self._durable.pending(parcel.lane, sightings)
         self._metrics.pending.inc(len(sightings))
+        for message in body.messages:
+            if type(message) is Event and message.type in ALARM_EVENTS:
+                # Kept for adoption, and an alarm all the same: the desk sees it now.
+                await self._consequences.unregistered_alarm(message)
         self._rejections(parcel.lane)(
             parcel.where,
             Rejected(RejectReason.UNKNOWN_DEVICE, f"{body.address.pending_id()} not registered"),

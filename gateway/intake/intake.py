@@ -101,6 +101,8 @@ class Intake:
         for problem in decoded.problems:
             # A part of the input that was ignored while the rest is used: counted, logged.
             self.reject(lane, where, Rejected(RejectReason.INVALID_PAYLOAD, problem))
+        for flag in decoded.flags:
+            self.metrics.flagged.labels(lane=lane, flag=flag).inc()
         if decoded.has_event:
             self.events.put(Parcel(lane, where, decoded, ack, poison_key, arrived))
             return

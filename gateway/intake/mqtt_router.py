@@ -9,11 +9,14 @@ Every ``STEP_ASIDE_EVERY`` messages it lets the event path run.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 
 from alerts.replies import parse_reply, reply_topic_responder
 from devices.codec import Rejected, RejectReason
-from devices.codecs import TopicCodec
+from devices.codecs import RETAINED, Decoded, TopicCodec
+from devices.models import Event, Telemetry
 from gateway.intake.bulk_path import Room
 from gateway.intake.intake import Intake
 from gateway.intake.parcel import Ack
@@ -28,6 +31,21 @@ log = logging.getLogger(__name__)
 STEP_ASIDE_EVERY = 64
 CHUNK = 512
 SYS_DROPPED = "$SYS/broker/publish/messages/dropped"
+
+
+def replayed(decoded: Decoded, topic: str, payload: bytes) -> Decoded:
+    """A retained event is a replay of old state, not a new press (SPEC, Intake): flagged so
+    it is stored and raises nothing, and keyed by its content so every replay is one row."""
+    key = hashlib.sha256(topic.encode() + b"\x00" + payload).hexdigest()[:24]
+    messages = tuple(
+        dataclasses.replace(
+            m, replay=True, event_id=m.event_id if m.dedup_key else f"retained-{key}"
+        )
+        if type(m) is Event
+        else m
+        for m in decoded.messages
+    )
+    return dataclasses.replace(decoded, messages=messages, flags=(*decoded.flags, RETAINED))
 
 
 class MqttAck:
@@ -132,16 +150,6 @@ class MqttRouter:
                     self.name, topic, reply, ack, received_mono=message.received_mono
                 )
                 return
-        limiter = self._limiter
-        if limiter is not None:
-            device = topic.split("/", 2)[1] if topic.count("/") == 2 else topic
-            # Over its rate, a device is flagged; its messages are kept unless discarding was
-            # chosen.
-            if not limiter.allow(device) and self._discard_floods:
-                limited = Rejected(RejectReason.RATE_LIMITED, f"{device} over its rate limit")
-                self._intake.reject(self.name, topic, limited)
-                ack.done()
-                return
         try:
             decoded = self._codec.decode(topic, message.payload, message.received_at)
         except Rejected as rejection:
@@ -149,6 +157,16 @@ class MqttRouter:
             ack.done()
             return
         if decoded is None:  # a bridge or command topic: not for us
+            ack.done()
+            return
+        if message.retain and decoded.has_event:
+            decoded = replayed(decoded, topic, message.payload)
+        if self._limiter is not None and not self._within_rate(decoded) and self._discard_floods:
+            # Opt-in only ([ingest] flood_action = "discard"): by default a flood is flagged
+            # and kept (SPEC, "No silent discard by default").
+            device = decoded.address.pending_id()
+            limited = Rejected(RejectReason.RATE_LIMITED, f"{device} over its rate limit")
+            self._intake.reject(self.name, topic, limited)
             ack.done()
             return
         await self._intake.route(
@@ -160,6 +178,16 @@ class MqttRouter:
             received_mono=message.received_mono,
             room=self._room,
         )
+
+    def _within_rate(self, decoded: Decoded) -> bool:
+        """Counts the message against its device's rate (flagging a flood), judged by the
+        device's own time when it sent one (a backlog produced at a normal pace is none)."""
+        assert self._limiter is not None
+        first = decoded.messages[0] if decoded.messages else None
+        at = None
+        if type(first) is Telemetry and first.ts != first.received_at:
+            at = first.ts.timestamp()
+        return self._limiter.allow(decoded.address.pending_id(), at)
 
     def _broker_stat(self, message: Inbound) -> None:
         if message.topic == SYS_DROPPED:

@@ -29,7 +29,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from gateway.mqtt import wire
@@ -50,6 +50,7 @@ BACKOFF_MAX = 10.0
 HIGH_WATER = 50_000
 LOW_WATER = 10_000
 MAX_PACKET = 16 * 1024 * 1024
+_MICROSECOND = timedelta(microseconds=1)
 
 _REFUSED_311 = {
     1: "unacceptable protocol version",
@@ -79,6 +80,7 @@ class Inbound:
     received_at: datetime
     received_mono: float
     dup: bool = False
+    retain: bool = False  # a retained message the broker sent at subscribe time
 
 
 class _Connection(asyncio.Protocol):
@@ -122,7 +124,9 @@ class _Connection(asyncio.Protocol):
         lane = self._lane
         v5 = lane.v5
         items = lane.items
-        # One clock read per chunk: messages that arrived together share it.
+        # One clock read per chunk; each message after the first is stamped a microsecond
+        # later, so readings without a device time that arrived together (a backlog) stay
+        # distinct rows instead of collapsing on (device, metric, time).
         received_at = datetime.now(UTC)
         received_mono = self.last_received
         generation = self.generation
@@ -157,8 +161,10 @@ class _Connection(asyncio.Protocol):
                             received_at,
                             received_mono,
                             packet.dup,
+                            packet.retain,
                         )
                     )
+                    received_at += _MICROSECOND
                     woke = True
                 else:
                     self._control(kind, first, bytes(buf[start:end]))
@@ -485,7 +491,17 @@ class MqttLane:
         connack = await self._await(conn, conn.connack, "CONNACK")
         if connack.code != 0:
             raise _Refused(f"broker refused connection: {_refusal(connack.code, self.v5)}")
-        conn.send(wire.encode_subscribe(1, self._subscriptions, qos=1, v5=self.v5))
+        conn.send(
+            wire.encode_subscribe(
+                1,
+                self._subscriptions,
+                qos=1,
+                v5=self.v5,
+                # Retained messages only on a new subscription, not on every reconnect of the
+                # persistent session (a retained event is a replay of old state).
+                retain_handling=1,
+            )
+        )
         suback = await self._await(conn, conn.suback, "SUBACK")
         refused = [code for code in suback.codes if code >= 0x80]
         if refused:

@@ -71,6 +71,7 @@ class Publish:
     qos: int
     dup: bool
     payload: bytes
+    retain: bool = False  # sent from the broker's retained store (at subscribe time)
 
 
 def _varint(value: int) -> bytes:
@@ -172,12 +173,17 @@ def encode_connect(
     return _packet(PacketType.CONNECT << 4, bytes(body))
 
 
-def encode_subscribe(packet_id: int, topics: list[str], *, qos: int, v5: bool) -> bytes:
+def encode_subscribe(
+    packet_id: int, topics: list[str], *, qos: int, v5: bool, retain_handling: int = 0
+) -> bytes:
+    """``retain_handling`` (v5 only): 0 send retained messages at every subscribe, 1 only
+    when the subscription is new, 2 never."""
     body = bytearray(struct.pack("!H", packet_id))
     if v5:
         body += b"\x00"  # no properties
+    options = qos | (retain_handling << 4) if v5 else qos
     for topic in topics:
-        body += _string(topic) + bytes((qos,))
+        body += _string(topic) + bytes((options,))
     return _packet(PacketType.SUBSCRIBE << 4 | 0x02, bytes(body))
 
 
@@ -240,4 +246,5 @@ def parse_publish(
         qos=qos,
         dup=bool(first_byte & 0x08),
         payload=bytes(buf[pos:end]),
+        retain=bool(first_byte & 0x01),
     )

@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 
 LANE = "serial"
 READ_SIZE = 4096
-# A frame is sent in one go; a line quiet this long mid-frame will not finish it.
+# A frame is sent in one go; a line quiet this long mid-frame will not finish it (per port:
+# ``[[serial.ports]] frame_gap``).
 FRAME_GAP = 0.25
 REOPEN_FIRST = 0.2
 REOPEN_MAX = 10.0
@@ -85,6 +86,7 @@ class SerialPortReader:
         baudrate: int,
         intake: Intake,
         metrics: Metrics,
+        frame_gap: float = FRAME_GAP,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.name = name
@@ -93,6 +95,7 @@ class SerialPortReader:
         self.state = PortState(name, url)
         self._intake = intake
         self._metrics = metrics
+        self._frame_gap = frame_gap
         self._clock = clock
         self._writer: asyncio.StreamWriter | None = None
         self._metrics.serial_open.labels(port=name).set(0)
@@ -154,7 +157,7 @@ class SerialPortReader:
         while True:
             if decoder.pending:
                 try:
-                    data = await asyncio.wait_for(reader.read(READ_SIZE), FRAME_GAP)
+                    data = await asyncio.wait_for(reader.read(READ_SIZE), self._frame_gap)
                 except TimeoutError:
                     await self._consume(decoder.expire())
                     continue

@@ -98,6 +98,7 @@ def _event(e: Event) -> Json:
         "source": e.source,
         "payload": e.payload,
         "seq_window": e.seq_window,
+        "replay": e.replay,
     }
 
 
@@ -113,6 +114,7 @@ def _event_from(d: Mapping[str, Any]) -> Event:
         source=d["source"],
         payload=d["payload"],
         seq_window=d["seq_window"],
+        replay=bool(d.get("replay", False)),  # records written before it existed have none
     )
 
 

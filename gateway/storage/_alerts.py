@@ -386,6 +386,13 @@ INSERT_ALERT_SQL: Final = (
     f" ON CONFLICT (active_key) WHERE {ACTIVE_PREDICATE} DO NOTHING RETURNING {ALERT_SELECT}"
 )
 
+# Adoption of an unregistered device: its active alerts learn the resident it was given.
+SET_RESIDENT_SQL: Final = (
+    "UPDATE alerts SET resident_id = ?, updated_at = ?"
+    " WHERE device_id = ? AND resident_id IS NULL AND state IN ('open', 'acknowledged')"
+    " RETURNING id"
+)
+
 INSERT_TIMELINE_SQL: Final = (
     "INSERT INTO alert_timeline (alert_id, at, actor, action, detail) VALUES (?, ?, ?, ?, ?)"
 )

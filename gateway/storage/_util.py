@@ -131,3 +131,10 @@ def fold_pending(sightings: Iterable[PendingSighting]) -> list[PendingFold]:
             clean_text(s.payload) if newest else old.last_payload,
         )
     return sorted(folded.values(), key=lambda f: f.device_id)  # one lock order everywhere
+
+
+def escaped(text: str, limit: int = 16_384) -> str:
+    """Text any database stores: control characters (NUL above all) written as escapes, cut
+    to ``limit`` — for keeping a copy of what a database refused."""
+    out = text.encode("unicode_escape").decode("ascii")
+    return out if len(out) <= limit else out[:limit] + "…"

@@ -25,6 +25,7 @@ import psycopg
 from psycopg import errors
 from psycopg.rows import TupleRow
 
+from alerts import models
 from alerts.models import (
     AcceptToken,
     Alert,
@@ -164,6 +165,18 @@ class PostgresAlerts(a.AlertReads):
         rows = [_ps(a.timeline_row(e)) for e in entries]
         async with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
             await cur.executemany(_INSERT_TIMELINE, rows)
+
+    async def link_resident(
+        self, device_id: str, resident_id: str, at: datetime, actor: str
+    ) -> list[str]:
+        async with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.execute(pg(a.SET_RESIDENT_SQL), _ps([resident_id, at, device_id]))
+            ids = [str(r[0]) for r in await cur.fetchall()]
+            detail = models.detail_json(resident_id=resident_id)
+            entries = [TimelineEntry(i, at, actor, "device_registered", detail) for i in ids]
+            if entries:
+                await cur.executemany(_INSERT_TIMELINE, [_ps(a.timeline_row(e)) for e in entries])
+        return ids
 
     # -- state changes -----------------------------------------------------------------------
     async def transition(

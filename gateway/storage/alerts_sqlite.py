@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from alerts import models
 from alerts.models import (
     AcceptToken,
     Alert,
@@ -136,6 +137,21 @@ class SqliteAlerts(a.AlertReads):
                 cur.executemany(a.INSERT_TIMELINE_SQL, rows)
 
         await self._run(write)
+
+    async def link_resident(
+        self, device_id: str, resident_id: str, at: datetime, actor: str
+    ) -> list[str]:
+        def write(conn: sqlite3.Connection) -> list[str]:
+            with self._tx(conn) as cur:
+                params = _ps([resident_id, at, device_id])
+                ids = [str(r[0]) for r in cur.execute(a.SET_RESIDENT_SQL, params).fetchall()]
+                cur.executemany(
+                    a.INSERT_TIMELINE_SQL,
+                    [_ps(a.timeline_row(e)) for e in _linked(ids, resident_id, at, actor)],
+                )
+            return ids
+
+        return await self._run(write)
 
     # -- state changes -----------------------------------------------------------------------
     async def transition(
@@ -344,3 +360,8 @@ class SqliteAlerts(a.AlertReads):
             return load
 
         return await self._run(read)
+
+
+def _linked(ids: Sequence[str], resident_id: str, at: datetime, actor: str) -> list[TimelineEntry]:
+    detail = models.detail_json(resident_id=resident_id)
+    return [TimelineEntry(i, at, actor, "device_registered", detail) for i in ids]

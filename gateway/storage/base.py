@@ -6,7 +6,7 @@ stored it returns: every write method here is durable (committed) when it return
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -19,6 +19,12 @@ from devices.registry import UpsertResult
 
 class StoreError(Exception):
     """The database could not be reached or refused a write; the caller must not ack."""
+
+
+class StoreRefused(Exception):
+    """The database refused this content (a value it cannot store), not an outage: trying
+    again cannot help, so the caller sets the input aside (durably) and goes on — it must
+    never stall ingest or be retried as if the database were away."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +102,16 @@ class ConsoleReads(Protocol):
         """Timeline rows with id > ``after_id``, oldest first, at most ``limit``."""
 
 
+@dataclass(frozen=True, slots=True)
+class FloodFlag:
+    """A device over its rate: since when, the last message over it, how many were."""
+
+    device_id: str
+    since: datetime
+    last_over: datetime
+    over_count: int
+
+
 class Store(Protocol):
     """Durable storage. All methods are coroutines; writes commit before returning."""
 
@@ -127,6 +143,22 @@ class Store(Protocol):
 
     async def record_pending(self, sightings: Sequence[PendingSighting]) -> None:
         """Upsert unknown devices into the pending list (count, last payload, sos count)."""
+
+    async def set_device_timeouts(self, seconds: Mapping[str, float]) -> None:
+        """How long each device type may be silent and still be online (``"default"`` for
+        the rest): the one definition ``v_devices.online`` uses."""
+
+    async def save_flags(self, flags: Sequence[FloodFlag]) -> None:
+        """Upsert devices' flood flags (shared by every instance, kept across restarts)."""
+
+    async def flood_flags(self, since: datetime) -> dict[str, FloodFlag]:
+        """Flags whose last over-rate message is at or after ``since``."""
+
+    async def set_aside(
+        self, at: datetime, lane: str, source: str, reason: str, content: str
+    ) -> None:
+        """Keep an input that will not be stored (refused content, poison) for people to see;
+        the content is written escaped, so it never fails for what it contains."""
 
     # -- registry ---------------------------------------------------------------------------
     async def registry_version(self) -> int:

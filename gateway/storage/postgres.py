@@ -18,7 +18,7 @@ import re
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
@@ -35,10 +35,22 @@ from devices.records import DeviceRecord, ResidentRecord, ResponderRecord
 from devices.registry import UpsertResult
 from gateway.storage import _registry as reg
 from gateway.storage import schema_postgres as schema
-from gateway.storage._util import as_json_text, fold_pending, qmark_to_pyformat, require_aware
+from gateway.storage._util import (
+    as_json_text,
+    escaped,
+    fold_pending,
+    qmark_to_pyformat,
+    require_aware,
+)
 from gateway.storage.alerts_postgres import PostgresAlerts
 from gateway.storage.audit_postgres import PostgresAudit
-from gateway.storage.base import BatchResult, PendingDevice, StoreError
+from gateway.storage.base import (
+    BatchResult,
+    FloodFlag,
+    PendingDevice,
+    StoreError,
+    StoreRefused,
+)
 from gateway.storage.reads import ReadQueries
 from gateway.storage.schema_postgres import Month
 from gateway.storage.users_postgres import PostgresUsers
@@ -212,6 +224,18 @@ async def _configure(conn: Conn) -> None:
     await conn.execute(_STAGING_DDL)
 
 
+_FLAGS_SQL: Final = (
+    "INSERT INTO device_flags (device_id, since, last_over, over_count)"
+    " VALUES (%s, %s, %s, %s)"
+    " ON CONFLICT (device_id) DO UPDATE SET since = excluded.since,"
+    " last_over = greatest(device_flags.last_over, excluded.last_over),"
+    " over_count = excluded.over_count"
+)
+_SET_ASIDE_SQL: Final = (
+    "INSERT INTO set_aside (at, lane, source, reason, content) VALUES (%s, %s, %s, %s, %s)"
+)
+
+
 class PostgresStore(PostgresAlerts, PostgresUsers, PostgresAudit, ReadQueries):
     """The :class:`~gateway.storage.base.Store` on PostgreSQL (TimescaleDB when present), and
     via :class:`PostgresAlerts` the :class:`~alerts.store.AlertStore`."""
@@ -266,6 +290,8 @@ class PostgresStore(PostgresAlerts, PostgresUsers, PostgresAudit, ReadQueries):
                 yield conn
         except psycopg.OperationalError as exc:  # includes PoolTimeout, PoolClosed
             raise self._unavailable(exc) from exc
+        except psycopg.DataError as exc:  # a value PostgreSQL cannot store (NUL, range, …)
+            raise StoreRefused(f"PostgreSQL refused the content: {exc}") from exc
 
     async def _write(
         self, needs: Iterable[tuple[str, Month]], fn: Callable[[Conn], Awaitable[T]]
@@ -545,6 +571,35 @@ class PostgresStore(PostgresAlerts, PostgresUsers, PostgresAudit, ReadQueries):
         ]
         async with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
             await cur.executemany(_PENDING_SQL, rows)
+
+    async def set_device_timeouts(self, seconds: Mapping[str, float]) -> None:
+        async with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.execute("DELETE FROM device_timeouts")
+            await cur.executemany(
+                "INSERT INTO device_timeouts (type, seconds) VALUES (%s, %s)",
+                list(seconds.items()),
+            )
+
+    async def save_flags(self, flags: Sequence[FloodFlag]) -> None:
+        rows = [(f.device_id, f.since, f.last_over, f.over_count) for f in flags]
+        if rows:
+            async with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+                await cur.executemany(_FLAGS_SQL, rows)
+
+    async def flood_flags(self, since: datetime) -> dict[str, FloodFlag]:
+        rows = await self._fetch(
+            "SELECT device_id, since, last_over, over_count FROM device_flags"
+            " WHERE last_over >= %s",
+            (require_aware(since),),
+        )
+        return {str(r[0]): FloodFlag(str(r[0]), r[1], r[2], int(r[3])) for r in rows}
+
+    async def set_aside(
+        self, at: datetime, lane: str, source: str, reason: str, content: str
+    ) -> None:
+        row = (require_aware(at), lane, escaped(source), escaped(reason), escaped(content))
+        async with self._connection() as conn:
+            await conn.execute(_SET_ASIDE_SQL, row)
 
     # -- registry ---------------------------------------------------------------------------
     async def registry_version(self) -> int:

@@ -335,6 +335,38 @@ _V7_PEOPLE_AND_INCIDENTS: Final[tuple[str, ...]] = (
 )
 
 
+# Inputs set aside for good (see the SQLite schema): an escaped copy, never retried.
+SET_ASIDE_V9: Final[tuple[str, ...]] = (
+    """CREATE TABLE set_aside (
+        id bigserial PRIMARY KEY,
+        at timestamptz NOT NULL,
+        lane text NOT NULL,
+        source text NOT NULL,
+        reason text NOT NULL,
+        content text NOT NULL)""",
+    "CREATE INDEX set_aside_at ON set_aside (at)",
+    """CREATE TABLE device_flags (
+        device_id text PRIMARY KEY,
+        since timestamptz NOT NULL,
+        last_over timestamptz NOT NULL,
+        over_count bigint NOT NULL)""",
+    # One definition of "online" (see the SQLite schema): the view judges by the timeouts
+    # the gateway writes here from [alerts] offline_after at every start.
+    """CREATE TABLE device_timeouts (
+        type text PRIMARY KEY,
+        seconds double precision NOT NULL)""",
+    """CREATE OR REPLACE VIEW v_devices AS
+        SELECT d.device_id, d.type, d.name, d.resident_id, d.building, d.unit, d.room,
+               s.last_seen, s.battery,
+               (COALESCE(s.online, false) AND s.last_seen >= now() - make_interval(
+                    secs => COALESCE(t.seconds, dt.seconds, 3600))) AS online
+        FROM devices d
+        LEFT JOIN device_state s ON s.device_id = d.device_id
+        LEFT JOIN device_timeouts t ON t.type = d.type
+        LEFT JOIN device_timeouts dt ON dt.type = 'default'""",
+)
+
+
 def migrations(timescale: bool) -> Sequence[tuple[int, Sequence[str]]]:
     """(version, statements), strictly increasing. Append new steps; never edit a released one.
 
@@ -348,6 +380,7 @@ def migrations(timescale: bool) -> Sequence[tuple[int, Sequence[str]]]:
         (4, AUDIT_V4),
         (5, REGISTRY_VERSION_V5),
         (7, _V7_PEOPLE_AND_INCIDENTS),
+        (9, SET_ASIDE_V9),
     )
 
 

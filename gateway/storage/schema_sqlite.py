@@ -272,6 +272,45 @@ _V7_PEOPLE_AND_INCIDENTS: Final[tuple[str, ...]] = (
     "CREATE INDEX incidents_opened ON incidents (opened_at)",
 )
 
+# Inputs set aside for good (gateway/intake): content the database refused, or a message the
+# gateway kept failing on. Kept with an escaped copy of what came in, so nothing is silently
+# lost and a technician can see it; a set-aside input is acked, never retried forever.
+_V9_SET_ASIDE: Final[tuple[str, ...]] = (
+    f"""CREATE TABLE set_aside (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at {TS} NOT NULL,
+        lane TEXT NOT NULL,
+        source TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        content TEXT NOT NULL)""",
+    "CREATE INDEX set_aside_at ON set_aside (at)",
+    # Devices over their rate (flooding), as every instance and a restarted one sees them.
+    f"""CREATE TABLE device_flags (
+        device_id TEXT PRIMARY KEY,
+        since {TS} NOT NULL,
+        last_over {TS} NOT NULL,
+        over_count INTEGER NOT NULL)""",
+    # One definition of "online" (SPEC, Time): what the device said last (its will, or any
+    # message) and, by the gateway's clock, seen within its type's offline timeout — which
+    # the gateway writes here from [alerts] offline_after at every start. The API, the
+    # offline check and Grafana all read this view.
+    """CREATE TABLE device_timeouts (
+        type TEXT PRIMARY KEY,
+        seconds REAL NOT NULL)""",
+    "DROP VIEW v_devices",
+    """CREATE VIEW v_devices AS
+        SELECT d.device_id, d.type, d.name, d.resident_id, d.building, d.unit, d.room,
+               s.last_seen, s.battery,
+               CASE WHEN COALESCE(s.online, 0) AND s.last_seen >= strftime(
+                        '%Y-%m-%dT%H:%M:%f', 'now',
+                        '-' || COALESCE(t.seconds, dt.seconds, 3600) || ' seconds')
+                    THEN 1 ELSE 0 END AS online
+        FROM devices d
+        LEFT JOIN device_state s ON s.device_id = d.device_id
+        LEFT JOIN device_timeouts t ON t.type = d.type
+        LEFT JOIN device_timeouts dt ON dt.type = 'default'""",
+)
+
 # (version, statements), strictly increasing. Append new steps; never edit a released one.
 MIGRATIONS: Final[Sequence[tuple[int, Sequence[str]]]] = (
     (1, _V1),
@@ -280,6 +319,7 @@ MIGRATIONS: Final[Sequence[tuple[int, Sequence[str]]]] = (
     (4, _V4_AUDIT),
     (5, _V5_REGISTRY_VERSION),
     (7, _V7_PEOPLE_AND_INCIDENTS),
+    (9, _V9_SET_ASIDE),
 )
 
 LATEST: Final = MIGRATIONS[-1][0]

@@ -15,7 +15,7 @@ import logging
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,10 +26,16 @@ from devices.records import DeviceRecord, ResidentRecord, ResponderRecord
 from devices.registry import UpsertResult
 from gateway.storage import _registry as reg
 from gateway.storage import schema_sqlite as schema
-from gateway.storage._util import as_json_text, fold_pending, parse_utc_text, utc_text
+from gateway.storage._util import as_json_text, escaped, fold_pending, parse_utc_text, utc_text
 from gateway.storage.alerts_sqlite import SqliteAlerts
 from gateway.storage.audit_sqlite import SqliteAudit
-from gateway.storage.base import BatchResult, PendingDevice, StoreError
+from gateway.storage.base import (
+    BatchResult,
+    FloodFlag,
+    PendingDevice,
+    StoreError,
+    StoreRefused,
+)
 from gateway.storage.reads import ReadQueries
 from gateway.storage.users_sqlite import SqliteUsers
 from gateway.storage.worker import PriorityWorker
@@ -160,6 +166,16 @@ def _param(value: Any) -> Any:
     return utc_text(value) if isinstance(value, datetime) else value
 
 
+# A flag that went quiet and came back starts a new episode (its "since" moves on).
+_FLAGS_SQL = (
+    "INSERT INTO device_flags (device_id, since, last_over, over_count) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (device_id) DO UPDATE SET since = excluded.since,"
+    " last_over = max(device_flags.last_over, excluded.last_over),"
+    " over_count = excluded.over_count"
+)
+_SET_ASIDE_SQL = "INSERT INTO set_aside (at, lane, source, reason, content) VALUES (?, ?, ?, ?, ?)"
+
+
 class SqliteStore(SqliteAlerts, SqliteUsers, SqliteAudit, ReadQueries):
     """The :class:`~gateway.storage.base.Store` (and, via :class:`SqliteAlerts` and
     :class:`SqliteUsers`, the :class:`~alerts.store.AlertStore` and the
@@ -183,6 +199,8 @@ class SqliteStore(SqliteAlerts, SqliteUsers, SqliteAudit, ReadQueries):
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(executor, self._call, fn)
+        except sqlite3.DataError as exc:  # a value SQLite cannot store (too big, …)
+            raise StoreRefused(f"SQLite refused the content: {exc}") from exc
         except sqlite3.Error as exc:
             if unavailable(exc):
                 raise StoreError(f"SQLite {self.path!r} unavailable: {exc}") from exc
@@ -383,6 +401,46 @@ class SqliteStore(SqliteAlerts, SqliteUsers, SqliteAudit, ReadQueries):
         def write(conn: sqlite3.Connection) -> None:
             with self._tx(conn) as cur:
                 cur.executemany(_PENDING_SQL, rows)
+
+        await self._run(write)
+
+    async def set_device_timeouts(self, seconds: Mapping[str, float]) -> None:
+        rows = list(seconds.items())
+
+        def write(conn: sqlite3.Connection) -> None:
+            with self._tx(conn) as cur:
+                cur.execute("DELETE FROM device_timeouts")
+                cur.executemany("INSERT INTO device_timeouts (type, seconds) VALUES (?, ?)", rows)
+
+        await self._run(write)
+
+    async def save_flags(self, flags: Sequence[FloodFlag]) -> None:
+        rows = [
+            (f.device_id, utc_text(f.since), utc_text(f.last_over), f.over_count) for f in flags
+        ]
+
+        def write(conn: sqlite3.Connection) -> None:
+            with self._tx(conn) as cur:
+                cur.executemany(_FLAGS_SQL, rows)
+
+        if rows:
+            await self._run(write)
+
+    async def flood_flags(self, since: datetime) -> dict[str, FloodFlag]:
+        rows = await self.query(
+            "SELECT device_id, since, last_over, over_count FROM device_flags WHERE last_over >= ?",
+            (utc_text(since),),
+        )
+        return {str(r[0]): FloodFlag(str(r[0]), r[1], r[2], int(r[3])) for r in rows}
+
+    async def set_aside(
+        self, at: datetime, lane: str, source: str, reason: str, content: str
+    ) -> None:
+        row = (utc_text(at), lane, escaped(source), escaped(reason), escaped(content))
+
+        def write(conn: sqlite3.Connection) -> None:
+            with self._tx(conn) as cur:
+                cur.execute(_SET_ASIDE_SQL, row)
 
         await self._run(write)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -117,7 +118,9 @@ def test_encrypted_round_trip_checked_by_hand() -> None:
     message = parse(frame, KEY)
     assert message.header.encrypted
     assert message.timestamp == TS
-    assert dc09.reports(message) == [dc09.Report("15", "FA", EventType.SMOKE)]
+    assert dc09.reports(message) == [
+        dc09.Report("15", "FA", EventType.SMOKE, modifiers=(("ri", "1"),))
+    ]
 
 
 def test_third_party_encrypted_frame() -> None:
@@ -136,7 +139,9 @@ def test_third_party_encrypted_frame() -> None:
     assert message.header.account == "1111"
     assert message.data == "Nri1/WA000"
     assert message.timestamp == datetime(2020, 7, 9, 16, 4, 2, tzinfo=UTC)
-    assert dc09.reports(message) == [dc09.Report("0", "WA", EventType.WATER_LEAK)]
+    assert dc09.reports(message) == [
+        dc09.Report("0", "WA", EventType.WATER_LEAK, modifiers=(("ri", "1"),))
+    ]
 
 
 def test_wrong_key_and_missing_key() -> None:
@@ -258,7 +263,7 @@ def test_impossible_timestamp_and_missing_timestamp() -> None:
         ("#1234|NPA1/PH1", [("1", "PA", EventType.SOS), ("1", "PH", EventType.RESTORE)]),
         ("#1234|NFH015", [("15", "FH", EventType.RESTORE)]),
         ("#1234|Nti10:10/id12/ri1/YT", [("", "YT", EventType.LOW_BATTERY)]),
-        ("#1234|NBA3", [("3", "BA", None)]),  # burglary: acked, no SPEC event
+        ("#1234|NBA3", [("3", "BA", None)]),  # burglary: no SPEC meaning (stored as other)
         ("Nri1/RP", [("", "RP", None)]),  # periodic test, no account prefix
         ("#1234|NRR|Atest", [("", "RR", None)]),  # text after '|' is ignored
         ("#1234|NFA^kitchen^015", [("15", "FA", EventType.SMOKE)]),
@@ -269,7 +274,58 @@ def test_sia_dcs_codes(data: str, expected: list[tuple[str, str, EventType | Non
     assert [(r.zone, r.code, r.meaning) for r in dc09.reports(message)] == expected
 
 
-@pytest.mark.parametrize("data", ["#1234|XFA1", "#1234|N12", "#1234|N"])
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        # Modifiers before the code with no separator, the way many panels send them.
+        (
+            "#1234|Nri1pi003da12-01-26ti12:34:56FA012^Kitchen / hall | 2F^",
+            [
+                (
+                    "12",
+                    "FA",
+                    EventType.SMOKE,
+                    "Kitchen / hall | 2F",
+                    (("ri", "1"), ("pi", "003"), ("da", "12-01-26"), ("ti", "12:34:56")),
+                )
+            ],
+        ),
+        # An opening with text, then a closing of another area: modifiers carry forward.
+        (
+            "#1234|Nri1/OP501^opened by 2^/ri2CL3",
+            [
+                ("501", "OP", None, "opened by 2", (("ri", "1"),)),
+                ("3", "CL", None, "", (("ri", "2"),)),
+            ],
+        ),
+        ("#1234|N^text before^PA1", [("1", "PA", EventType.SOS, "text before", ())]),
+    ],
+)
+def test_sia_dcs_modifiers_and_text(
+    data: str, expected: list[tuple[str, str, EventType | None, str, tuple[tuple[str, str], ...]]]
+) -> None:
+    message = parse(dc09.build("SIA-DCS", "0001", "1234", data=data))
+    found = [(r.zone, r.code, r.meaning, r.text, r.modifiers) for r in dc09.reports(message)]
+    assert found == expected
+
+
+def test_unmapped_reports_are_kept_as_other_with_their_code_and_text() -> None:
+    message = parse(dc09.build("SIA-DCS", "0031", "1234", data="#1234|Nri1/OP501^opened^"))
+    (decoded,) = dc09.decode_reports(message, TS)
+    (event,) = decoded.messages
+    assert isinstance(event, Event)
+    assert event.type is EventType.OTHER
+    payload = json.loads(event.payload)
+    assert (payload["code"], payload["text"], payload["modifiers"]) == ("OP", "opened", {"ri": "1"})
+    cid = parse(dc09.build("ADM-CID", "0032", "1234", data="#1234|1401 01 005"))  # closing
+    (decoded,) = dc09.decode_reports(cid, TS)
+    (event,) = decoded.messages
+    assert isinstance(event, Event)
+    assert event.type is EventType.OTHER
+    assert json.loads(event.payload)["code"] == "1401"
+
+
+@pytest.mark.parametrize("data", ["#1234|XFA1", "#1234|N12", "#1234|N", "#1234|N^only text^"])
 def test_sia_dcs_bad_data(data: str) -> None:
     with pytest.raises(dc09.Dc09Error) as info:
         dc09.reports(parse(dc09.build("SIA-DCS", "0001", "1234", data=data)))

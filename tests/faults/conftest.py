@@ -170,7 +170,6 @@ def fault_settings(mqtt_url: str, db_url: str, http_port: int, **sections: Any) 
         "database": {"url": db_url, "batch_max_delay": "20ms"},
         "http": {"bind": f"127.0.0.1:{http_port}"},
         # The fleet here is a load generator: no per-device limit unless a test sets one.
-        "ingest": {"device_rate": 100000, "device_burst": 100000},
     }
     for name, values in sections.items():
         base[name] = {**base.get(name, {}), **values}
@@ -204,8 +203,7 @@ def write_process_config(
     path.write_text(
         f'[mqtt]\nurl = "{mqtt_url}"\nclient_id = "gw-fault-proc"\n'
         f'[database]\nurl = "{db_url}"\nbatch_max_delay = "20ms"\n'
-        f'[http]\nbind = "127.0.0.1:{http_port}"\n'
-        "[ingest]\ndevice_rate = 100000\ndevice_burst = 100000\n" + extra,
+        f'[http]\nbind = "127.0.0.1:{http_port}"\n' + extra,
         encoding="utf-8",
     )
     return path

@@ -195,9 +195,7 @@ async def test_event_lane_does_not_wait_for_telemetry(
     """Telemetry writes are held (a slow database for the batch); a press is still stored and
     acked at once, and the held telemetry is all stored when writes resume."""
     await register(db_url, ["th-1", "btn-1"])
-    gw = await start_gateway(
-        gateway_settings(mosquitto, db_url, ingest={"device_rate": 10000, "device_burst": 10000})
-    )
+    gw = await start_gateway(gateway_settings(mosquitto, db_url))
     store = gw.store
     real_batch = store.store_batch
     release = asyncio.Event()

@@ -37,8 +37,7 @@ def gateway_process(
     config.write_text(
         f'[mqtt]\nurl = "{mosquitto.url}"\nclient_id = "gw-kill"\n'
         f'[database]\nurl = "{db_url}"\nbatch_max_delay = "20ms"\n'
-        f'[http]\nbind = "127.0.0.1:{http_port}"\n'
-        "[ingest]\ndevice_rate = 100000\ndevice_burst = 100000\n",
+        f'[http]\nbind = "127.0.0.1:{http_port}"\n',
         encoding="utf-8",
     )
     proc = GatewayProcess(config, tmp_path / "gateway.log", http_port)

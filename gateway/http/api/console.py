@@ -135,11 +135,13 @@ class Console:
     async def device_rows(self, device_id: str | None = None) -> list[DeviceOut]:
         now = self.now()
         devices = [self.device_out(d, now) for d in await self.store.device_status(device_id)]
-        return self._with_flags(devices)
+        return await self._with_flags(devices, now)
 
-    def _with_flags(self, devices: list[DeviceOut]) -> list[DeviceOut]:
-        limiter = self.limiter
-        flags = limiter.flags() if limiter is not None else {}
+    async def _with_flags(self, devices: list[DeviceOut], now: datetime) -> list[DeviceOut]:
+        """Flood flags as the database has them: the same on every instance and after a
+        restart; a flag clears after ``device_flag_clear`` without an over-rate message."""
+        clear = timedelta(seconds=self.settings.ingest.device_flag_clear)
+        flags = await self.store.flood_flags(now - clear)
         if not flags:
             return devices
         out = []
@@ -150,8 +152,8 @@ class Console:
                     update={
                         "rate_limited": True,
                         "rate_limited_since": flag.since,
-                        "rate_limited_last": flag.last_rejected,
-                        "rejected_recently": flag.rejected,
+                        "rate_limited_last": flag.last_over,
+                        "rejected_recently": flag.over_count,
                     }
                 )
             out.append(d)
@@ -159,8 +161,6 @@ class Console:
 
     def device_out(self, d: DeviceStatus, now: datetime) -> DeviceOut:
         last_seen = d.last_seen
-        timeout = timedelta(seconds=self.settings.alerts.offline_timeout(d.type))
-        silent = last_seen is not None and now - last_seen > timeout
         resident = self.registry.resident(d.resident_id)
         address = labels.address_labels(
             d.building or (resident.building if resident else None),
@@ -179,9 +179,11 @@ class Console:
             address=address,
             last_seen=last_seen,
             battery=d.battery,
-            online=d.online and not silent,
+            # v_devices decides (its will, and silence past the type's offline timeout): the
+            # API, the offline check and SQL users see one answer.
+            online=d.online,
             rssi=d.rssi,
-            offline=last_seen is not None and (not d.online or silent),
+            offline=last_seen is not None and not d.online,
             low_battery=d.battery is not None and d.battery <= LOW_BATTERY,
             never_seen=last_seen is None,
         )

@@ -183,7 +183,9 @@ class DeviceOut(_Out):
         default=None, description="the latest refused message"
     )
     rejected_recently: int = Field(
-        default=0, description="messages refused since rate_limited_since"
+        default=0,
+        description="messages over the rate since rate_limited_since"
+        " (kept unless [ingest] flood_action = discard)",
     )
 
 

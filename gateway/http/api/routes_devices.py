@@ -147,6 +147,8 @@ def devices_router() -> APIRouter:
         await audit(AuditAction.DEVICE_PUT, "device", device_id, change=change, **_audited(body))
         await console.store.delete_pending(device_id)
         await console.refresh_registry(device_id)
+        # The alarms it raised while unregistered now name their resident.
+        await console.engine.device_registered(device_id, f"user:{audit.principal.user.name}")
         return (await console.device_rows(device_id))[0]
 
     @router.get("/api/v1/devices/{device_id}/readings", responses=NOT_FOUND)
@@ -237,6 +239,8 @@ def devices_router() -> APIRouter:
         await audit(AuditAction.DEVICE_ADOPT, "device", device_id, **_audited(body))
         await console.store.delete_pending(device_id)
         await console.refresh_registry(device_id)
+        # The alarms it raised while unregistered now name their resident.
+        await console.engine.device_registered(device_id, f"user:{audit.principal.user.name}")
         return (await console.device_rows(device_id))[0]
 
     return router

@@ -67,7 +67,10 @@ async def seed(db_url: str, phones: Receiver, devices: list[DeviceRecord]) -> No
     await store.open()
     try:
         await store.upsert_responders(
-            [ResponderRecord("v-1", "王志愿", "volunteer", channels=(hook(phones, "v-1"),))]
+            [
+                ResponderRecord("v-1", "王志愿", "volunteer", channels=(hook(phones, "v-1"),)),
+                ResponderRecord("desk", "服务站值班", "duty", channels=(hook(phones, "desk"),)),
+            ]
         )
         await store.upsert_residents([ResidentRecord("r-1", "张秀英", responders=("v-1",))])
         await store.upsert_devices(devices)
@@ -76,17 +79,21 @@ async def seed(db_url: str, phones: Receiver, devices: list[DeviceRecord]) -> No
 
 
 def settings_for(mosquitto: MosquittoServer, db_url: str, line: TcpLine, **extra: Any) -> Settings:
+    """The default config but for where things are; ``extra`` sections are merged in."""
     http = free_port()
-    return load_settings(
-        None,
-        mqtt={"url": mosquitto.url, "client_id": "gw-intake"},
-        database={"url": db_url},
-        http={"bind": f"127.0.0.1:{http}", "public_url": f"http://127.0.0.1:{http}"},
-        serial={"ports": [{"name": "bus1", "url": line.url}]},
-        sia={"bind": f"127.0.0.1:{free_port()}", "accounts": [{"account": SIA_ACCOUNT}]},
-        alerts={"policies": {"P1": {"steps": [{"targets": ["assigned"], "ack_timeout": "10m"}]}}},
-        **extra,
-    )
+    sections: dict[str, dict[str, Any]] = {
+        "mqtt": {"url": mosquitto.url, "client_id": "gw-intake"},
+        "database": {"url": db_url},
+        "http": {"bind": f"127.0.0.1:{http}", "public_url": f"http://127.0.0.1:{http}"},
+        "serial": {"ports": [{"name": "bus1", "url": line.url}]},
+        "sia": {"bind": f"127.0.0.1:{free_port()}", "accounts": [{"account": SIA_ACCOUNT}]},
+        "alerts": {
+            "policies": {"P1": {"steps": [{"targets": ["assigned"], "ack_timeout": "10m"}]}}
+        },
+    }
+    for name, values in extra.items():
+        sections[name] = {**sections.get(name, {}), **values}
+    return load_settings(None, **sections)
 
 
 @dataclass

@@ -49,7 +49,6 @@ def outage_settings(
         database={"url": db_url, "batch_max_delay": "20ms"},
         http={"public_url": "http://127.0.0.1:9"},
         # The test's sensors send faster than a real one; the per-device limit is not tested here.
-        ingest={"device_rate": 10_000, "device_burst": 10_000},
         alerts={
             "policies": {
                 "P1": {
