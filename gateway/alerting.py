@@ -15,7 +15,6 @@ from alerts.accept import AcceptService, DirectoryLookup
 from alerts.channels.apprise_channel import AppriseChannel
 from alerts.channels.base import Notifier
 from alerts.channels.mqtt_app import MqttAppChannel
-from alerts.channels.mqtt_publisher import MqttPublisher
 from alerts.directory import Directory
 from alerts.dispatcher import Dispatcher, StepReport
 from alerts.engine import AlertEngine, EngineStore
@@ -25,6 +24,7 @@ from devices.models import Reading
 from gateway.config import Settings
 from gateway.http.accept_routes import accept_router
 from gateway.metrics import Metrics
+from gateway.mqtt.publisher import MqttPublisher
 from gateway.priority import URGENT, UrgentGate
 from gateway.storage.base import Store, StoreError
 
@@ -116,7 +116,7 @@ class Alerting:
     async def start(self, supervise: Supervise) -> None:
         """After the store is open: load the registry, connect the publisher, start tasks."""
         await self.directory.refresh(self.store)
-        await self.publisher.start()
+        supervise("mqtt-publisher", self.publisher.run)
         supervise("dispatcher", self._run_dispatcher)
         supervise("directory-refresh", self._refresh_directory)
         cfg = self.settings.alerts
