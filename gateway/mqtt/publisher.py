@@ -254,7 +254,8 @@ class MqttPublisher:
         # Publishes waiting for room (connection, Receive Maximum slot, writable socket), in
         # order; each gets a reserved packet id, or None when the publisher stops.
         self._waiters: collections.deque[asyncio.Future[_Admission | None]] = collections.deque()
-        self._started = False
+        # Until stop(): a publish made before run() has connected waits for it (its timeout).
+        self._stopped = False
         self._running = False
         self._task: asyncio.Task[None] | None = None
         self.last_error: str | None = None
@@ -267,7 +268,7 @@ class MqttPublisher:
         if self._running:
             raise RuntimeError(f"mqtt publisher {self.name} is already running")
         self._running = True
-        self._started = True
+        self._stopped = False
         backoff = Backoff()
         address = self._address
         try:
@@ -295,7 +296,7 @@ class MqttPublisher:
         """Run on a task of this publisher's own (tests, tools); ``stop()`` ends it."""
         if self._task is not None:
             return
-        self._started = True
+        self._stopped = False
         self._task = asyncio.create_task(self.run(), name=f"mqtt-publisher-{self.name}")
         self._task.add_done_callback(self._task_ended)
 
@@ -306,7 +307,7 @@ class MqttPublisher:
 
     async def stop(self) -> None:
         """Disconnect; publishes waiting or in flight fail now ("publisher stopped")."""
-        self._started = False
+        self._stopped = True
         task, self._task = self._task, None
         conn = self._opening
         if task is not None:
@@ -376,8 +377,8 @@ class MqttPublisher:
                 raise ValueError(f"QoS {qos} is not supported (0 or 1)")
         except ValueError as exc:
             return PubAck(False, f"refused by the client: {exc}")
-        if not self._started:
-            return PubAck(False, "publisher not started")
+        if self._stopped:
+            return PubAck(False, "publisher stopped")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
