@@ -395,6 +395,7 @@ async def test_receive_maximum_from_connack_bounds_what_is_in_flight() -> None:
         ]
         await wait_for(lambda: broker.received == 2, timeout=5, message="two sent")
         assert len(pub._waiters) == 3  # the other three wait for room, unsent
+        broker.send(b"\x40\x02\x03\xe7")  # a PUBACK for an id not in flight: ignored
         for sent in range(3, 6):
             broker.ack_oldest()
             await wait_for(lambda n=sent: broker.received == n, timeout=5, message="next")
@@ -403,10 +404,24 @@ async def test_receive_maximum_from_connack_bounds_what_is_in_flight() -> None:
         acks = await asyncio.gather(*pending)
     assert all(a.ok for a in acks)
     assert broker.most_outstanding == 2
+    assert broker.sessions == 1
 
 
-async def test_garbage_from_the_broker_fails_in_flight_and_reconnects() -> None:
-    # CONNACK accepted (v5, no properties), then a length no MQTT packet can have.
+@pytest.mark.parametrize(
+    ("sent", "reason"),
+    [
+        # a length no MQTT packet can have
+        (b"\x30\xff\xff\xff\xff\x01", "malformed data from the broker"),
+        # a v5 PUBACK whose property block runs past its end
+        (b"\x40\x04\x00\x01\x87\x05", "malformed data from the broker"),
+        # v5 DISCONNECT: server busy
+        (b"\xe0\x02\x89\x00", "broker disconnected us: server busy (0x89)"),
+    ],
+)
+async def test_broker_trouble_fails_in_flight_at_once_and_reconnects(
+    sent: bytes, reason: str
+) -> None:
+    # CONNACK accepted (v5, no properties), then what the broker sends mid-publish.
     async with (
         ScriptedBroker(b"\x20\x03\x00\x00\x00") as broker,
         MqttPublisher(broker.url) as pub,
@@ -414,10 +429,10 @@ async def test_garbage_from_the_broker_fails_in_flight_and_reconnects() -> None:
         assert await pub.wait_connected(10)
         task = asyncio.create_task(pub.publish_acked("t", b"x", timeout=30))
         await wait_for(lambda: broker.received == 1, timeout=5, message="sent")
-        broker.send(b"\x30\xff\xff\xff\xff\x01")
+        broker.send(sent)
         ack = await asyncio.wait_for(task, 10)
         assert not ack.ok
-        assert "malformed data from the broker" in ack.reason
+        assert reason in ack.reason
         await wait_for(lambda: broker.sessions >= 2, timeout=15, message="reconnected")
 
 
