@@ -15,7 +15,6 @@ from alerts.announce import Announcer
 from alerts.channels.apprise_channel import AppriseChannel
 from alerts.channels.base import Notifier
 from alerts.channels.mqtt_app import MqttAppChannel
-from alerts.channels.mqtt_publisher import MqttPublisher
 from alerts.dispatcher import Dispatcher, StepReport
 from alerts.engine import AlertEngine
 from alerts.outage import OutageDispatcher
@@ -25,6 +24,7 @@ from devices.models import Reading
 from devices.registry import RegistryView
 from gateway.config import Settings
 from gateway.metrics import Metrics
+from gateway.mqtt.publisher import MqttPublisher
 from gateway.priority import URGENT, UrgentGate
 from gateway.registry import LiveRegistry
 from gateway.storage.base import Store, StoreError
@@ -117,8 +117,8 @@ class Alerting:
         await self.dispatcher.run()
 
     async def start(self, supervise: Supervise) -> None:
-        """After the store is open: connect the publisher, start tasks."""
-        await self.publisher.start()
+        """After the store is open: start the publisher and the tasks."""
+        supervise("mqtt-publisher", self.publisher.run)
         supervise("dispatcher", self._run_dispatcher)
         cfg = self.settings.alerts
         supervise(

@@ -37,7 +37,8 @@ import paho.mqtt.client as mqtt
 
 from devices.models import DeviceType, EventType
 from devices.records import DeviceRecord
-from gateway.mqtt.client import BrokerAddress, new_client
+from gateway.mqtt.address import BrokerAddress
+from simulators.mqtt_client import new_client
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,26 @@
-"""A small blocking paho publisher the simulators share."""
+"""paho clients for the simulators, built one way: credentials, TLS and reconnect backoff from
+the broker URL. (The gateway itself speaks MQTT on its own asyncio protocol, gateway/mqtt/.)"""
 
 from __future__ import annotations
 
-import paho.mqtt.client as mqtt
+import ssl
 
-from gateway.mqtt.client import BrokerAddress, new_client
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.mqtt.address import BrokerAddress
+
+
+def new_client(address: BrokerAddress, client_id: str) -> mqtt.Client:
+    """A paho 2.x MQTT 3.1.1 client (clean session) with credentials, TLS and reconnect
+    backoff set; not connected."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+    if address.username is not None:
+        client.username_pw_set(address.username, address.password)
+    if address.tls:
+        client.tls_set_context(ssl.create_default_context())
+    client.reconnect_delay_set(min_delay=1, max_delay=10)
+    return client
 
 
 def connect_publisher(url: str, client_id: str = "", *, max_inflight: int = 1000) -> mqtt.Client:

@@ -21,9 +21,9 @@ from typing import Literal
 
 import orjson
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.mqtt.lane import BrokerAddress
+from gateway.mqtt.address import BrokerAddress
+from simulators.mqtt_client import new_client
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,7 @@ class AutoResponders:
         self._loop = asyncio.get_running_loop()
         address = BrokerAddress.parse(self.options.url)
         client_id = self.options.client_id or f"scgw-sim-responders-{uuid.uuid4().hex[:8]}"
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
-        if address.username is not None:
-            client.username_pw_set(address.username, address.password)
+        client = new_client(address, client_id)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message

@@ -9,20 +9,33 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from alerts.channels.base import Delivery, JsonValue, Notice, Recipient
-from alerts.channels.mqtt_publisher import PubAck
 
 SPEC = "mqtt"
 # A responder id goes into a topic level: MQTT wildcards or separators would address others.
 _TOPIC_SAFE = re.compile(r"\A[^/+#\x00]{1,128}\Z")
 
 
+@dataclass(frozen=True, slots=True)
+class PubAck:
+    """What became of one publish. ``reason`` is for people (timeline, logs)."""
+
+    ok: bool
+    reason: str
+    # The broker acked but said nobody subscribes (v5 reason 0x10): delivered to no one.
+    no_subscribers: bool = False
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
 class Publisher(Protocol):
     """What the channel needs from an MQTT connection: True once the broker has the message
-    (PUBACK for QoS 1) within ``timeout``. ``MqttPublisher`` is one; the engine may hand in
-    its own."""
+    (PUBACK for QoS 1) within ``timeout``. The gateway's ``MqttPublisher`` is one; the engine
+    may hand in its own."""
 
     async def publish(
         self,
@@ -35,8 +48,8 @@ class Publisher(Protocol):
 
 @runtime_checkable
 class AckingPublisher(Protocol):
-    """A publisher that also tells why (``MqttPublisher``): lets the channel see that the
-    broker acked a message no app subscribes to."""
+    """A publisher that also tells why (the gateway's ``MqttPublisher``): lets the channel see
+    that the broker acked a message no app subscribes to. Never raises for broker trouble."""
 
     async def publish_acked(
         self,

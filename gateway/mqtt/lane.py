@@ -1,14 +1,14 @@
 """One MQTT connection ("lane") that hands messages to asyncio and acks only when told.
 
 Why not a client library here: aiomqtt acks QoS 1 as soon as a message is queued in memory, so
-a crash loses what is queued (FIELD_NOTES); paho 2.x with ``manual_ack`` keeps the promise but
-on this project's 2-core target its network thread, per-message objects and v5 property parsing
+a crash loses what is queued (FIELD_NOTES); a threaded client with ``manual_ack`` kept the promise
+but on this project's 2-core target its network thread, per-message objects and v5 property parsing
 capped a subscriber near 7k msg/s (profile in docs/benchmarks.md), half the ingest target. A
 subscriber needs few packets (gateway/mqtt/wire.py), so this lane speaks them on an asyncio
 protocol in the event loop itself: no thread hop, acks written in batches, one clock read per
-received chunk. paho still does all publishing (gateway/mqtt/client.py).
+received chunk. The publisher speaks the same packets (gateway/mqtt/publisher.py).
 
-Promises kept from the paho version:
+Promises kept from that client-library version:
 - persistent session: clean start off, a session expiry (v5) / clean session off (3.1.1), a
   stable client id — whatever is unacked when the process dies is redelivered;
 - PUBACK only when the consumer says the message is stored (in the order it says so: the
@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from gateway.mqtt import wire
-from gateway.mqtt.client import BrokerAddress
+from gateway.mqtt.address import BrokerAddress
 
 __all__ = ["BrokerAddress", "Inbound", "MqttLane"]
 
@@ -51,21 +51,6 @@ HIGH_WATER = 50_000
 LOW_WATER = 10_000
 MAX_PACKET = 16 * 1024 * 1024
 _MICROSECOND = timedelta(microseconds=1)
-
-_REFUSED_311 = {
-    1: "unacceptable protocol version",
-    2: "client id rejected",
-    3: "server unavailable",
-    4: "bad user name or password",
-    5: "not authorised",
-}
-
-
-def _refusal(code: int, v5: bool) -> str:
-    if not v5:
-        return _REFUSED_311.get(code, f"return code {code}")
-    names = {0x86: "bad user name or password", 0x87: "not authorised", 0x85: "client id rejected"}
-    return names.get(code, f"reason code 0x{code:02x}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -490,7 +475,9 @@ class MqttLane:
         )
         connack = await self._await(conn, conn.connack, "CONNACK")
         if connack.code != 0:
-            raise _Refused(f"broker refused connection: {_refusal(connack.code, self.v5)}")
+            raise _Refused(
+                f"broker refused connection: {wire.connack_refusal(connack.code, v5=self.v5)}"
+            )
         conn.send(
             wire.encode_subscribe(
                 1,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import ConfigError, load_settings
-from gateway.mqtt.client import BrokerAddress
+from gateway.mqtt.address import BrokerAddress
 from tests.harness.ports import free_port
 
 SECRET = "Sup3r$ecret:@/x%41 密码"

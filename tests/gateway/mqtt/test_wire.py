@@ -175,3 +175,139 @@ def test_v5_property_length_past_the_packet_is_a_protocol_error() -> None:
 def test_remaining_length_over_four_bytes_is_a_protocol_error() -> None:
     with pytest.raises(wire.ProtocolError):
         wire.read_header(b"\x30\xff\xff\xff\xff\x01", 0)
+
+
+# -- the publisher's packets ---------------------------------------------------------------------
+@given(
+    st.text(min_size=1, max_size=200).filter(lambda t: not set(t) & {"+", "#", "\x00"}),
+    payloads,
+    st.integers(1, 0xFFFF),
+    st.booleans(),
+    st.booleans(),
+)
+def test_encode_publish_is_the_packet_a_broker_reads(
+    topic: str, payload: bytes, packet_id: int, retain: bool, v5: bool
+) -> None:
+    """QoS 1: byte for byte what the independent builder above makes (empty v5 property
+    block), with the retain bit in the first byte; and it reads back as sent."""
+    packet = wire.encode_publish(topic, payload, qos=1, packet_id=packet_id, v5=v5, retain=retain)
+    expected = publish_packet(
+        topic.encode(), payload, qos=1, packet_id=packet_id, dup=False, props=b"" if v5 else None
+    )
+    assert packet == bytes((expected[0] | (0x01 if retain else 0),)) + expected[1:]
+    assert parse_stream(packet, v5=v5) == [
+        wire.Publish(topic.encode(), packet_id, 1, False, payload)
+    ]
+
+
+def test_encode_publish_qos0_has_no_packet_id() -> None:
+    assert wire.encode_publish("a/b", b"x", qos=0, packet_id=0, v5=False) == b"\x30\x06\x00\x03a/bx"
+    assert wire.encode_publish("a/b", b"x", qos=0, packet_id=0, v5=True) == (
+        b"\x30\x07\x00\x03a/b\x00x"
+    )
+    # dup flag (0x08), QoS 1 (0x02)
+    assert wire.encode_publish("t", b"", qos=1, packet_id=1, v5=False, dup=True)[0] == 0x3A
+
+
+@pytest.mark.parametrize(
+    ("topic", "qos", "packet_id", "error"),
+    [
+        ("scgw/#", 1, 1, "not a topic name"),  # wildcards name many topics: subscribe only
+        ("scgw/+/cmd", 1, 1, "not a topic name"),
+        ("", 1, 1, "not a topic name"),
+        ("a\x00b", 1, 1, "not a topic name"),
+        ("\udc80", 1, 1, "can't encode"),  # not encodable as UTF-8
+        ("x" * 65_536, 1, 1, "over 65,535 bytes"),
+        ("t", 2, 1, "QoS 2 is not supported"),  # its four-packet flow is not spoken
+        ("t", 1, 0, "packet id 0 out of range"),  # QoS 1 needs a packet id 1–65535
+        ("t", 1, 65_536, "packet id 65536 out of range"),
+    ],
+)
+def test_encode_publish_refuses_what_no_broker_may_be_sent(
+    topic: str, qos: int, packet_id: int, error: str
+) -> None:
+    with pytest.raises(ValueError, match=error):
+        wire.encode_publish(topic, b"x", qos=qos, packet_id=packet_id, v5=True)
+
+
+def test_parse_puback() -> None:
+    # 3.1.1, and the v5 short form: success
+    assert wire.parse_puback(b"\x12\x34", v5=False) == wire.PubAck(0x1234, 0)
+    assert wire.parse_puback(b"\x12\x34", v5=True) == wire.PubAck(0x1234, 0)
+    # v5 with a reason code, with and without properties
+    assert wire.parse_puback(b"\x00\x07\x10", v5=True) == wire.PubAck(7, 0x10)
+    assert wire.parse_puback(b"\x00\x07\x87\x00", v5=True) == wire.PubAck(7, 0x87)
+    p = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
+    p.ReasonString = "ACL: 拒绝"
+    p.UserProperty = [("broker", "test")]
+    packed: bytes = p.pack()  # type: ignore[no-untyped-call]
+    assert wire.parse_puback(b"\x00\x07\x87" + packed, v5=True) == wire.PubAck(7, 0x87)
+
+
+@pytest.mark.parametrize(
+    ("body", "v5"),
+    [
+        (b"\x00", True),  # no packet id
+        (b"\x00\x01\x00", False),  # 3.1.1 PUBACKs have nothing after the id
+        (b"\x00\x01\x87\x05\x1f", True),  # property block runs past the packet
+        (b"\x00\x01\x87\x03\x1f\x00\x09", True),  # reason string runs past its block
+        (b"\x00\x01\x87\x01\x7e", True),  # unknown property
+    ],
+)
+def test_malformed_puback_is_a_protocol_error(body: bytes, v5: bool) -> None:
+    with pytest.raises(wire.ProtocolError):
+        wire.parse_puback(body, v5=v5)
+
+
+def test_connack_properties_are_read() -> None:
+    """What mosquitto 2.0 announces (Receive Maximum, Topic Alias Maximum, Maximum Packet
+    Size), packed by paho, plus the limits a publisher must respect."""
+    p = Properties(PacketTypes.CONNACK)  # type: ignore[no-untyped-call]
+    p.ReceiveMaximum = 20
+    p.TopicAliasMaximum = 10
+    p.MaximumPacketSize = 262_144
+    p.MaximumQoS = 1
+    p.RetainAvailable = 0
+    p.ServerKeepAlive = 15
+    p.AssignedClientIdentifier = "gw-出"
+    p.UserProperty = [("a", "b"), ("c", "d")]
+    packed: bytes = p.pack()  # type: ignore[no-untyped-call]
+    assert wire.parse_connack(b"\x00\x00" + packed, v5=True) == wire.ConnAck(
+        session_present=False,
+        code=0,
+        receive_maximum=20,
+        maximum_qos=1,
+        retain_available=False,
+        maximum_packet_size=262_144,
+        server_keep_alive=15,
+    )
+    # Bytes seen from mosquitto 2.0.11 (its shipped config: max_inflight_messages 1000).
+    seen = bytes.fromhex("00000b22000a27000400002103e8")
+    connack = wire.parse_connack(seen, v5=True)
+    assert (connack.receive_maximum, connack.maximum_packet_size) == (1000, 262_144)
+    # None announced: the standard's defaults.
+    assert wire.parse_connack(b"\x00\x00\x00", v5=True) == wire.ConnAck(False, 0)
+    assert wire.parse_connack(b"\x00\x87", v5=True) == wire.ConnAck(False, 0x87)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x00\x00\x03\x21\x00\x00",  # Receive Maximum 0 is a protocol error
+        b"\x00\x00\x02\x21\x00",  # Receive Maximum cut short
+        b"\x00\x00\x05\x27\x00\x00\x00\x00",  # Maximum Packet Size 0
+        b"\x00\x00\x09\x21\x00\x01",  # block longer than the packet
+    ],
+)
+def test_malformed_connack_is_a_protocol_error(body: bytes) -> None:
+    with pytest.raises(wire.ProtocolError):
+        wire.parse_connack(body, v5=True)
+
+
+def test_reasons_for_people() -> None:
+    assert wire.reason_text(0x87) == "not authorised (0x87)"
+    assert wire.reason_text(0x10) == "no matching subscribers (0x10)"
+    assert wire.reason_text(0xA0) == "reason code (0xa0)"
+    assert wire.connack_refusal(0x86, v5=True) == "bad user name or password (0x86)"
+    assert wire.connack_refusal(5, v5=False) == "not authorised"
+    assert wire.connack_refusal(9, v5=False) == "return code 9"
