@@ -145,6 +145,7 @@ class Gateway:
         self._http_socket = http_socket
         self._server: EmbeddedServer | None = None
         self._task_refs: set[asyncio.Task[None]] = set()
+        self._unsaved_flags: dict[str, FloodFlag] = {}
 
     # -- control ----------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -296,20 +297,22 @@ class Gateway:
     async def _keep_flood_flags(self) -> None:
         """Hand the flood flags to the database every second: every instance, and this one
         after a restart, shows the same flags (a best effort: a failed write is retried)."""
-        waiting: dict[str, FloodFlag] = {}
         while True:
             await asyncio.sleep(FLAGS_EVERY)
-            for device_id, flag in self.limiter.take_changes():
-                waiting[device_id] = FloodFlag(
-                    device_id, flag.since, flag.last_rejected, flag.rejected
-                )
-            if not waiting:
-                continue
             try:
-                await self.store.save_flags(list(waiting.values()))
-                waiting.clear()
+                await self.save_flood_flags()
             except StoreError as exc:
                 log.warning("flood flags not saved yet: %s", exc)
+
+    async def save_flood_flags(self) -> None:
+        """Write the flags that changed since the last write (kept for a retry if it fails)."""
+        for device_id, flag in self.limiter.take_changes():
+            self._unsaved_flags[device_id] = FloodFlag(
+                device_id, flag.since, flag.last_rejected, flag.rejected
+            )
+        if self._unsaved_flags:
+            await self.store.save_flags(list(self._unsaved_flags.values()))
+            self._unsaved_flags.clear()
 
     async def _load_registry(self) -> None:
         delay = 0.2

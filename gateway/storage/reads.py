@@ -22,8 +22,12 @@ from gateway.storage.base import AlertResponse, DeviceStatus, TimelineChange
 ANSWERS: Final = ("accepted", "acknowledged", "assigned")
 _CHUNK: Final = 500  # ids per IN (…) list: well under either backend's parameter limit
 
+# What each device said last (its own state, not judged by silence): the offline check does
+# the judging with its clock and the same timeouts v_devices.online uses.
 _PRESENCE_SQL: Final = (
-    "SELECT device_id, type, resident_id, last_seen, online FROM v_devices ORDER BY device_id"
+    "SELECT d.device_id, d.type, d.resident_id, s.last_seen, COALESCE(s.online, false)"
+    " FROM devices d LEFT JOIN device_state s ON s.device_id = d.device_id"
+    " ORDER BY d.device_id"
 )
 _STATUS_SQL: Final = (
     "SELECT d.device_id, d.type, d.name, d.resident_id, d.building, d.unit, d.room,"

@@ -132,29 +132,94 @@ def test_bad_telemetry(payload: str | bytes, reason: RejectReason) -> None:
 
 
 @pytest.mark.parametrize(
-    "payload",
-    [
-        '{"type": "explode"}',
-        '{"type": 1}',
-        "{}",
-        '{"type": "sos", "battery": 101}',
-        '{"type": "sos", "battery": "80"}',
-        '{"type": "sos", "seq": "7"}',
-        '{"type": "sos", "seq": 1.5}',
-        '{"type": "sos", "id": 5}',
-        '{"type": "sos", "id": ""}',
-        '{"type": "sos", "ts": true}',
-    ],
+    "payload", ['{"type": "explode"}', '{"type": 1}', "{}", '{"type": "other"}', '{"id": "x"}']
 )
-def test_bad_events(payload: str) -> None:
+def test_events_whose_type_cannot_be_read_are_rejected(payload: str) -> None:
     assert _reason(Kind.EVENT, payload) is RejectReason.INVALID_PAYLOAD
 
 
-def test_integers_beyond_64_bits_are_rejected() -> None:
-    assert _reason(Kind.EVENT, '{"type": "sos", "seq": 99999999999999999999999}') in (
+@pytest.mark.parametrize(
+    ("payload", "dropped"),
+    [
+        ('{"type": "sos", "battery": 101}', ("battery",)),
+        ('{"type": "sos", "battery": "80"}', ("battery",)),
+        ('{"type": "sos", "seq": "7"}', ("seq",)),
+        ('{"type": "sos", "seq": 1.5}', ("seq",)),
+        ('{"type": "sos", "id": 5}', ("id",)),
+        ('{"type": "sos", "id": ""}', ("id",)),
+        ('{"type": "sos", "ts": true}', ("ts",)),
+        ('{"type": "sos", "ts": "yesterday", "battery": 500}', ("battery", "ts")),
+    ],
+)
+def test_events_keep_their_type_and_drop_bad_optional_fields(
+    payload: str, dropped: tuple[str, ...]
+) -> None:
+    """Life-safety input policy (SPEC, Intake): a press is never the price of a bad field."""
+    done = mqtt_json.decode_full(
+        Topic("btn-1", Kind.EVENT), payload.encode(), _NOW, max_bytes=LIMIT
+    )
+    assert isinstance(done.message, Event)
+    assert done.message.type is EventType.SOS
+    assert done.dropped == dropped
+    assert orjson.loads(done.message.payload)["invalid"] == list(dropped)
+    for field in dropped:
+        value = getattr(done.message, {"id": "event_id"}.get(field, field))
+        assert value is None or (field == "ts" and value == _NOW)
+
+
+def test_integers_beyond_64_bits_are_dropped_from_events_and_refused_in_readings() -> None:
+    huge = "99999999999999999999999"
+    with contextlib.suppress(Rejected):  # orjson may refuse the number itself: also fine
+        done = mqtt_json.decode_full(
+            Topic("btn-1", Kind.EVENT),
+            f'{{"type": "sos", "seq": {huge}}}'.encode(),
+            _NOW,
+            max_bytes=LIMIT,
+        )
+        assert done.dropped == ("seq",)
+    assert _reason(Kind.TELEMETRY, f'{{"seq": {huge}, "metrics": {{"t": 1}}}}') in (
         RejectReason.MALFORMED_JSON,
         RejectReason.INVALID_PAYLOAD,
     )
+
+
+def test_a_fast_clock_is_overruled_and_flagged() -> None:
+    ahead = (_NOW + timedelta(minutes=30)).isoformat()
+    done = mqtt_json.decode_full(
+        Topic("btn-1", Kind.EVENT),
+        f'{{"type": "sos", "ts": "{ahead}"}}'.encode(),
+        _NOW,
+        max_bytes=LIMIT,
+    )
+    assert done.message.ts == _NOW
+    assert done.flags == (mqtt_json.FLAG_CLOCK_AHEAD,)
+    assert orjson.loads(done.message.payload)["_device_ts"] == ahead
+    near = (_NOW + timedelta(minutes=4)).isoformat()  # within max_clock_ahead: kept
+    done = mqtt_json.decode_full(
+        Topic("btn-1", Kind.TELEMETRY),
+        f'{{"ts": "{near}", "metrics": {{"t": 1}}}}'.encode(),
+        _NOW,
+        max_bytes=LIMIT,
+    )
+    assert done.message.ts == _NOW + timedelta(minutes=4)
+    assert done.flags == ()
+
+
+def test_nul_is_taken_out_of_ids_and_firmware_and_flagged() -> None:
+    done = mqtt_json.decode_full(
+        Topic("btn-1", Kind.EVENT), b'{"type": "sos", "id": "a\\u0000b"}', _NOW, max_bytes=LIMIT
+    )
+    assert isinstance(done.message, Event)
+    assert done.message.event_id == "ab"
+    assert done.flags == (mqtt_json.FLAG_NUL,)
+    status = mqtt_json.decode_full(
+        Topic("btn-1", Kind.STATUS),
+        b'{"state": "online", "fw": "1.0\\u0000"}',
+        _NOW,
+        max_bytes=LIMIT,
+    )
+    assert isinstance(status.message, Status)
+    assert status.message.fw == "1.0"
 
 
 def test_oversize_is_rejected_before_parsing() -> None:
@@ -264,6 +329,7 @@ def test_any_other_claimed_id_is_a_mismatch(kind: Kind, claimed: object, key: st
 
 # -- the hand-checked telemetry fast path agrees with the model ------------------------------
 _NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+_AHEAD = mqtt_json.MAX_CLOCK_AHEAD
 _names = st.one_of(
     st.text("abcXYZ_09", min_size=1, max_size=33),
     st.text(min_size=0, max_size=5),  # unicode, empty, odd characters
@@ -306,10 +372,10 @@ def test_fast_telemetry_path_agrees_with_the_model(
         data["ts"] = ts
     if seq is not None:
         data["seq"] = seq
-    fast = mqtt_json._fast_telemetry("dev-1", data, _NOW)
+    fast = mqtt_json._fast_telemetry("dev-1", data, _NOW, _AHEAD)
     if fast is None:
         return  # the model decides (and explains) these
-    assert fast == mqtt_json._model_telemetry("dev-1", data, _NOW)
+    assert fast == mqtt_json._model_telemetry("dev-1", data, _NOW, _AHEAD)
 
 
 @given(
@@ -328,14 +394,14 @@ def test_fast_path_takes_the_common_shape_and_agrees(
     data: dict[str, object] = {"metrics": metrics, "seq": seq}
     if ts is not None:
         data["ts"] = ts
-    fast = mqtt_json._fast_telemetry("dev-1", data, _NOW)
+    fast = mqtt_json._fast_telemetry("dev-1", data, _NOW, _AHEAD)
     if isinstance(ts, str) and len(ts) >= 19 and ts[10] == "T":
         # An ISO string the model rejects is not taken by the fast path either.
         try:
-            expected = mqtt_json._model_telemetry("dev-1", data, _NOW)
+            expected = mqtt_json._model_telemetry("dev-1", data, _NOW, _AHEAD)
         except ValidationError:
             assert fast is None
             return
         assert fast == expected
     elif ts is None:
-        assert fast == mqtt_json._model_telemetry("dev-1", data, _NOW)
+        assert fast == mqtt_json._model_telemetry("dev-1", data, _NOW, _AHEAD)

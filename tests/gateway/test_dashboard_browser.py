@@ -185,10 +185,11 @@ async def test_duty_desk_in_a_real_browser(
         await expect(page.locator("h1")).to_have_text("社区服务站值班台")
 
         # -- device health and a reading chart ---------------------------------------------
-        # btn-1 floods: over its telemetry limit, it is badged for the technicians.
+        # btn-1 floods: over its telemetry limit by its own clock (a reading every
+        # millisecond), it is badged for the technicians.
         over = gateway.settings.ingest.device_burst + 10
         for i in range(over):
-            stamp = (now - timedelta(seconds=over - i)).isoformat()
+            stamp = (now - timedelta(milliseconds=over - i)).isoformat()
             publisher.json("scgw/btn-1/telemetry", {"ts": stamp, "metrics": {"battery": 90}})
         await publisher.flushed()
         await wait_for(
@@ -196,6 +197,12 @@ async def test_duty_desk_in_a_real_browser(
             timeout=20,
             message="btn-1 flagged for flooding",
         )
+
+        async def flag_saved() -> bool:  # what every instance's API shows (within a second)
+            flags = await gateway.store.flood_flags(now - timedelta(hours=1))
+            return "btn-1" in flags
+
+        await wait_for(flag_saved, timeout=20, message="the flag in the database")
         await page.click("button[data-tab=devices]")
         await expect(page.locator("#devices tr[data-id='btn-1'] .badge.flood")).to_have_text(
             "消息过多", timeout=STEP_MS

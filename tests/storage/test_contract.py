@@ -295,6 +295,8 @@ async def device_row(store: Store, device: str) -> tuple[object, ...]:
 
 
 async def test_device_health_merge(store: Store) -> None:
+    # The recorded state is the subject here, not silence: no timeout makes it offline.
+    await store.set_device_timeouts({"default": 1e9})
     await store.upsert_devices([DeviceRecord("btn-1", DeviceType.SOS_BUTTON, name="张阿姨的按钮")])
     t = T0
     await store.record_health(
@@ -340,6 +342,8 @@ async def test_device_health_merge(store: Store) -> None:
 
 
 async def test_health_travels_with_the_batch(store: Store) -> None:
+    # The recorded state is the subject here, not silence: no timeout makes it offline.
+    await store.set_device_timeouts({"default": 1e9})
     await store.upsert_devices([DeviceRecord("th-1", DeviceType.TEMP_HUMIDITY)])
     result = await store.store_batch(
         [reading("th-1", "battery", T0, 55.0)], [DeviceHealth("th-1", T0, battery=55, online=True)]

@@ -3,7 +3,7 @@ PostgreSQL. They replace SQL that other layers used to send through ``Store.quer
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -73,6 +73,7 @@ async def test_last_activity_per_resident(store: Store) -> None:
 async def test_device_status_one_or_all(store: Store) -> None:
     s = typed(store)
     await _registry(store)
+    await store.set_device_timeouts({"default": 1e9})  # silence is not the subject here
     await store.record_health([DeviceHealth("btn-1", T0, battery=15, online=True, rssi=-71.5)])
     all_rows = await s.device_status()
     assert [d.device_id for d in all_rows] == ["btn-1", "door-1", "pir-2", "smoke-9"]
@@ -169,3 +170,25 @@ async def test_feed_changes_respect_the_limit(store: Store, limit: int) -> None:
     await _alert(store, "a1", 0, Priority.P3)
     await _alert(store, "a2", 1, Priority.P3)
     assert len(await s.timeline_changes(0, limit)) == limit
+
+
+async def test_device_status_online_is_judged_by_silence(store: Store) -> None:
+    """One definition (SPEC, Time): online is what the device said last AND seen within its
+    type's timeout, by the database's clock — the API and v_devices agree."""
+    s = typed(store)
+    await _registry(store)
+    await store.set_device_timeouts({"default": 3600.0, "sos_button": 60.0})
+    now = datetime.now(UTC)
+    await store.record_health(
+        [
+            DeviceHealth("btn-1", now - 5 * S, online=True),
+            DeviceHealth("door-1", now - 120 * S, online=True),  # within the default hour
+            DeviceHealth("pir-2", now - 7200 * S, online=True),  # silent two hours
+        ]
+    )
+    await store.record_health([DeviceHealth("smoke-9", now, online=False)])  # its will
+    online = {d.device_id: d.online for d in await s.device_status()}
+    assert online == {"btn-1": True, "door-1": True, "pir-2": False, "smoke-9": False}
+    await store.set_device_timeouts({"default": 3600.0, "sos_button": 1.0})
+    (btn,) = await s.device_status("btn-1")
+    assert btn.online is False  # 5 s silent, its type allows 1 s

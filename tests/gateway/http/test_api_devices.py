@@ -142,7 +142,7 @@ async def test_pending_device_is_adopted_by_a_technician(any_site: Site) -> None
     assert (await site.call("GET", "/api/v1/pending-devices", Role.DUTY)).json() == []
     assert await site.store.device_exists("stray-7")
     # The ingest path knows it at once (no wait for the periodic registry re-check).
-    assert site.gateway.registry.cached("stray-7") is True
+    assert site.gateway.registry.known("stray-7")
     assert site.gateway.alerting.registry.device("stray-7") is not None
     again = await site.call(
         "POST", "/api/v1/pending-devices/stray-7/adopt", Role.TECHNICIAN, json={"type": "pendant"}
@@ -198,6 +198,7 @@ async def test_flooding_device_is_flagged_for_technicians(site: Site) -> None:
     refused = sum(not limiter.allow("th-1") for _ in range(burst + 50))
     assert refused >= 50
     assert limiter.allow("btn-1")  # a neighbour within its limit
+    await site.gateway.save_flood_flags()  # what the running gateway does every second
 
     assert await _devices(site, "?status=rate_limited") == ["th-1"]
     assert await _devices(site, "?status=ok") == []  # th-1 was the one healthy device
@@ -224,5 +225,6 @@ async def test_unregistered_flooder_is_not_listed(site: Site) -> None:
     limiter = site.gateway.limiter
     for _ in range(site.gateway.settings.ingest.device_burst + 5):
         limiter.allow("stray-9")
+    await site.gateway.save_flood_flags()
     assert await _devices(site, "?status=rate_limited") == []
     assert site.gateway.metrics.value("scgw_devices_rate_limited") == 1

@@ -196,7 +196,7 @@ def test_encode_publish_is_the_packet_a_broker_reads(
     )
     assert packet == bytes((expected[0] | (0x01 if retain else 0),)) + expected[1:]
     assert parse_stream(packet, v5=v5) == [
-        wire.Publish(topic.encode(), packet_id, 1, False, payload)
+        wire.Publish(topic.encode(), packet_id, 1, False, payload, retain)
     ]
 
 
