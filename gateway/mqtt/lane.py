@@ -288,8 +288,7 @@ class MqttLane:
         conn = self._conn
         if conn is not None and conn.transport is not None:
             conn.disconnect()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(conn.closed), STOP_TIMEOUT)
+            await asyncio.wait({conn.closed}, timeout=STOP_TIMEOUT)
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -450,16 +449,16 @@ class MqttLane:
         self._generation += 1
         generation = self._generation
         context = ssl.create_default_context() if address.tls else None
-        _transport, conn = await asyncio.wait_for(
-            loop.create_connection(
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can lose a cancellation that
+        # arrives as the awaited call finishes, and a stop would then hang in a reconnect.
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            _transport, conn = await loop.create_connection(
                 lambda: _Connection(self, generation),
                 address.host,
                 address.port,
                 ssl=context,
                 server_hostname=address.host if context else None,
-            ),
-            CONNECT_TIMEOUT,
-        )
+            )
         self._conn = conn
         conn.send(
             wire.encode_connect(
@@ -527,11 +526,10 @@ class MqttLane:
         network shows no FIN, so only silence tells)."""
         interval = max(1.0, self._keepalive * 0.75)
         while not conn.closed.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(conn.closed), interval)
+            # asyncio.wait leaves the future alone and cannot swallow our cancellation.
+            done, _ = await asyncio.wait({conn.closed}, timeout=interval)
+            if done:
                 return
-            except TimeoutError:
-                pass
             if time.monotonic() - conn.last_received > self._keepalive * 1.5:
                 if conn.transport is not None:
                     conn.transport.abort()
