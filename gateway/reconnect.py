@@ -33,6 +33,10 @@ class Backoff:
         """The connection is up (call when it is usable: subscribed, port open)."""
         self._opened_at = self.clock()
 
+    def peek(self) -> float:
+        """The current step (before jitter), for messages that say "retrying in about …"."""
+        return self._delay
+
     def next_delay(self) -> float:
         """How long to wait before the next try; doubles up to ``maximum``. A connection that
         had stayed up ``stable_after`` seconds starts again from ``first``."""

@@ -24,7 +24,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import random
 import ssl
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from typing import TypeVar
 
 from gateway.mqtt import wire
 from gateway.mqtt.address import BrokerAddress
+from gateway.reconnect import Backoff
 
 __all__ = ["BrokerAddress", "Inbound", "MqttLane"]
 
@@ -270,6 +270,7 @@ class MqttLane:
         self._stopping = False
         self.held = False
         self._redeliver: asyncio.TimerHandle | None = None
+        self._backoff: Backoff | None = None
         self.skipped = 0
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -420,11 +421,15 @@ class MqttLane:
 
     # -- the connection -----------------------------------------------------------------------
     async def _run(self) -> None:
-        delay = BACKOFF_FIRST
+        # The one reconnect policy (gateway/reconnect.py): jittered, so many gateways (or
+        # lanes) that lost one broker do not all come back in the same instant; afresh after
+        # a session that stayed up a while.
+        backoff = Backoff(first=BACKOFF_FIRST, maximum=BACKOFF_MAX)
+        self._backoff = backoff
         while True:
+            delay = backoff.peek()
             try:
                 await self._session()
-                delay = BACKOFF_FIRST  # it was up: the next drop starts the backoff afresh
             except (TimeoutError, wire.ProtocolError, _Refused) as exc:
                 self.last_error = str(exc) or type(exc).__name__
                 log.warning(
@@ -438,10 +443,7 @@ class MqttLane:
                 )
             finally:
                 self._drop()
-            # Full jitter around the step: many gateways (or lanes) that lost one broker do
-            # not all come back in the same instant.
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, BACKOFF_MAX)
+            await backoff.wait()
 
     async def _session(self) -> None:
         loop = asyncio.get_running_loop()
@@ -506,6 +508,8 @@ class MqttLane:
         # Ready only now: a message published before the broker knew our subscription would
         # not be kept for us (on the very first start, when no session exists yet).
         self._set_connected(True)
+        if self._backoff is not None:
+            self._backoff.opened()
         await self._keep_alive(conn)
         if not self._stopping:
             self.last_error = f"disconnected: {conn.closed.result()}"
